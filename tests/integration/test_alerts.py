@@ -1,0 +1,173 @@
+"""Alerts against a real local webhook: what is sent, what is suppressed, what a bad one does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import structlog
+import structlog.testing
+from aiohttp import web
+
+from dahell import alerts as alerts_mod
+from dahell.alerts import AlertSender
+from dahell.config import Config
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Webhook:
+    """A local Slack stand-in that records every post; `mode` makes it misbehave."""
+
+    url: str = ""
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+    mode: str = "ok"  # ok | error | hang
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if self.mode == "error":
+            return web.Response(status=500, text="boom")
+        self.posts.append(await request.json())
+        return web.Response(text="ok")
+
+    async def wait_for(self, n: int, timeout: float = 5.0) -> list[str]:
+        await until(lambda: len(self.posts) >= n, timeout)
+        return [p["text"] for p in self.posts]
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[Webhook]:
+    hook = Webhook()
+    app = web.Application()
+    app.router.add_post("/hook/{secret}", hook.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    hook.url = f"http://127.0.0.1:{port}/hook/T0SECRETXYZ"
+    yield hook
+    await runner.cleanup()
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts_mod, "RETRY_DELAYS_S", (0.01, 0.01))
+    monkeypatch.setattr(alerts_mod, "POST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(alerts_mod, "CLOSE_GRACE_S", 0.5)
+
+
+@pytest.fixture
+async def sender(
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
+) -> AsyncIterator[AlertSender]:
+    config = make_config(ALERTS__WEBHOOK_URL=webhook.url, ALERTS__MIN_INTERVAL_S="60")
+    s = AlertSender(lambda: config)
+    await s.start()
+    yield s
+    await s.close()
+
+
+async def test_failed_parked_and_stalled_stages_are_announced(
+    sender: AlertSender, webhook: Webhook
+) -> None:
+    sender.stage_changed("scraper", "running", "parked", "wrong_credentials")
+    sender.stage_changed("loader", "running", "stalled", "no_heartbeat")
+    sender.stage_changed("vectorizer", "backoff", "failed", "too_many_restarts")
+    texts = await webhook.wait_for(3)
+    assert len(texts) == 3
+    assert texts[0].startswith(":double_vertical_bar: dahell")
+    assert "stage *scraper* is parked: wrong_credentials (since " in texts[0]
+    assert texts[0].endswith(" UTC)")
+    assert "stage *loader* is stalled: no_heartbeat" in texts[1]
+    assert texts[2].startswith(":red_circle:")
+    assert "stage *vectorizer* is failed: too_many_restarts" in texts[2]
+
+
+async def test_a_stage_back_to_running_is_announced_as_recovered(
+    sender: AlertSender, webhook: Webhook
+) -> None:
+    sender.stage_changed("loader", "running", "stalled", "no_heartbeat")
+    sender.stage_changed("loader", "stalled", "backoff", "")
+    sender.stage_changed("loader", "backoff", "starting", "")
+    sender.stage_changed("loader", "starting", "running", "")
+    texts = await webhook.wait_for(2)
+    assert len(texts) == 2
+    assert texts[1].startswith(":large_green_circle:")
+    assert "stage *loader* recovered: running again" in texts[1]
+    assert "was stalled since" in texts[1]
+
+
+async def test_ordinary_changes_send_nothing(sender: AlertSender, webhook: Webhook) -> None:
+    for old, new in [("starting", "running"), ("running", "idle"), ("idle", "stopped")]:
+        sender.stage_changed("loader", old, new, "")
+    sender.stage_changed("scraper", "running", "failed", "crash")  # a marker to wait for
+    texts = await webhook.wait_for(1)
+    assert len(texts) == 1 and "*scraper*" in texts[0]
+
+
+async def test_repeats_within_min_interval_are_suppressed_then_counted(
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
+) -> None:
+    config = make_config(ALERTS__WEBHOOK_URL=webhook.url, ALERTS__MIN_INTERVAL_S="0.5")
+    sender = AlertSender(lambda: config)
+    await sender.start()
+    try:
+        for _ in range(3):
+            sender.stage_changed("loader", "running", "stalled", "no_heartbeat")
+            sender.stage_changed("loader", "stalled", "running", "")
+        texts = await webhook.wait_for(2)
+        await asyncio.sleep(0.2)
+        assert len(webhook.posts) == 2  # one stalled, one recovered; four suppressed
+        await asyncio.sleep(0.5)
+        sender.stage_changed("loader", "running", "stalled", "no_heartbeat")
+        texts = await webhook.wait_for(3)
+        assert texts[2].endswith("(2 similar alerts suppressed)")
+    finally:
+        await sender.close()
+
+
+@pytest.mark.parametrize("mode", ["error", "hang"])
+async def test_a_broken_webhook_never_reaches_the_caller(
+    mode: str,
+    sender: AlertSender,
+    webhook: Webhook,
+) -> None:
+    webhook.mode = mode
+    with structlog.testing.capture_logs() as logs:
+        started = time.monotonic()
+        for i in range(20):
+            sender.stage_changed(f"stage{i}", "running", "failed", "crash")
+        assert time.monotonic() - started < 0.1  # enqueue only, never waits on the network
+        await until(lambda: webhook.attempts >= 3)
+        assert webhook.attempts >= 3  # first try and two retries for the first alert
+        await sender.close()  # bounded, even with a webhook that never answers
+    assert time.monotonic() - started < 3
+    failed = [e for e in logs if e["event"] == "alert_failed"]
+    assert failed and failed[0]["error"] in {"http_500", "TimeoutError", "ServerTimeoutError"}
+    assert "T0SECRETXYZ" not in repr(logs)
+
+
+async def test_no_webhook_configured_sends_nothing(
+    webhook: Webhook, make_config: Callable[..., Config]
+) -> None:
+    config = make_config()
+    sender = AlertSender(lambda: config)
+    await sender.start()
+    sender.stage_changed("scraper", "running", "parked", "no_credentials")
+    await asyncio.sleep(0.1)
+    await sender.close()
+    assert webhook.attempts == 0
