@@ -1,0 +1,172 @@
+"""The committed tiny model through `Embedder`: loading, vectors, the saved optimised graph."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dahell import embedder as embedder_mod
+from dahell.embedder import Embedder, load_manifest, preprocess
+from dahell.errors import ModelNotFound
+
+TINY = Path(__file__).resolve().parents[2] / "models" / "tiny-siglip"
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A private copy of the tiny model, so saved optimised graphs stay in tmp_path."""
+    folder = tmp_path / "tiny-siglip"
+    folder.mkdir()
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copyfile(TINY / name, folder / name)
+    return folder
+
+
+def photo(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def optimized_graphs(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.optimized.onnx"))
+
+
+def test_tiny_model_loads_on_cpu_and_embeds_unit_rows(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    assert embedder.providers == CPU
+    assert embedder.dim == embedder.manifest.dim == 32
+    batch = np.stack([preprocess(photo(i), embedder.manifest, 10**8) for i in range(5)])
+    vectors = embedder.embed(batch)
+    assert vectors.shape == (5, 32) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Different photos give different vectors.
+    assert (vectors @ vectors.T)[np.triu_indices(5, 1)].max() < 0.999
+
+
+def test_same_image_gives_the_same_vector_alone_or_in_a_batch(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    one = preprocess(photo(7), embedder.manifest, 10**8)
+    other = preprocess(photo(8), embedder.manifest, 10**8)
+    alone = embedder.embed(one[None])
+    batched = embedder.embed(np.stack([other, one, other]))
+    np.testing.assert_allclose(alone[0], batched[1], atol=1e-5)
+    np.testing.assert_array_equal(embedder.embed(one[None]), alone)
+
+
+def test_embed_is_safe_from_several_threads(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    batch = np.stack([preprocess(photo(i), embedder.manifest, 10**8) for i in range(4)])
+    expected = embedder.embed(batch)
+    results: list[np.ndarray] = []
+
+    def work() -> None:
+        for _ in range(10):
+            results.append(embedder.embed(batch))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    for got in results:
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_empty_batch_and_wrong_shape(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    assert embedder.embed(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 32)
+    with pytest.raises(ValueError, match="expected"):
+        embedder.embed(np.zeros((1, 3, 64, 64), np.float32))
+
+
+def test_optimised_graph_is_saved_on_first_load_and_used_on_the_second(
+    model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = Embedder.load(model_dir, CPU)
+    saved = optimized_graphs(model_dir)
+    assert len(saved) == 1 and saved[0].name.startswith("model.cpu.")
+    assert "optimized_graph_saved" in capsys.readouterr().out
+    mtime = saved[0].stat().st_mtime_ns
+    second = Embedder.load(model_dir, CPU)
+    assert "optimized_graph_used" in capsys.readouterr().out
+    assert saved[0].stat().st_mtime_ns == mtime
+    batch = np.stack([preprocess(photo(i), first.manifest, 10**8) for i in range(3)])
+    np.testing.assert_allclose(first.embed(batch), second.embed(batch), atol=1e-5)
+
+
+def test_corrupt_optimised_graph_is_rebuilt(model_dir: Path) -> None:
+    Embedder.load(model_dir, CPU)
+    (saved,) = optimized_graphs(model_dir)
+    saved.write_bytes(b"not a graph")
+    embedder = Embedder.load(model_dir, CPU)
+    assert embedder.dim == 32
+    assert saved.stat().st_size > 1000
+
+
+def test_read_only_model_folder_saves_into_the_cache_folder(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = embedder_mod._writable
+    # chmod does not stop root, so make the model folder look read-only.
+    monkeypatch.setattr(embedder_mod, "_writable", lambda f: f != model_dir and real(f))
+    cache = tmp_path / "cache"
+    embedder = Embedder.load(model_dir, CPU, cache_dir=cache)
+    assert embedder.dim == 32
+    assert optimized_graphs(model_dir) == []
+    assert len(optimized_graphs(cache)) == 1
+
+
+def test_nowhere_to_save_still_loads(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedder_mod, "_writable", lambda f: False)
+    embedder = Embedder.load(model_dir, CPU, cache_dir=model_dir / "cache")
+    assert embedder.dim == 32
+    assert optimized_graphs(model_dir) == []
+
+
+def test_unknown_providers_fall_back_to_cpu(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, ["NoSuchExecutionProvider"])
+    assert embedder.providers == CPU
+
+
+def test_missing_folder_says_how_to_export(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ModelNotFound) as info:
+        Embedder.load(missing, CPU)
+    assert info.value.reason == "model_not_found"
+    assert str(missing) in info.value.detail
+    assert "python -m dahell export-model" in info.value.detail
+
+
+def test_missing_manifest_or_graph_raises_model_not_found(model_dir: Path) -> None:
+    (model_dir / "model.onnx").unlink()
+    with pytest.raises(ModelNotFound, match=r"model\.onnx is missing"):
+        Embedder.load(model_dir, CPU)
+    (model_dir / "manifest.json").unlink()
+    with pytest.raises(ModelNotFound, match=r"manifest\.json is missing") as info:
+        load_manifest(model_dir)
+    assert "export-model" in info.value.detail
+
+
+def test_bad_manifest_or_graph_raises_model_not_found(model_dir: Path) -> None:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    del manifest["dim"]
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelNotFound, match="not a valid manifest"):
+        load_manifest(model_dir)
+    shutil.copyfile(TINY / "manifest.json", model_dir / "manifest.json")
+    (model_dir / "model.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(ModelNotFound, match="cannot be loaded"):
+        Embedder.load(model_dir, CPU)
