@@ -26,9 +26,7 @@ CONFIG_ENV = "DAHELL_CONFIG"
 DROPI_CDN = "https://d39ru7awumhhs2.cloudfront.net/"
 
 #: Keys whose values are secrets: never logged, never shown in /status.
-SECRET_KEYS = frozenset(
-    {"database.dsn", "scraper.password", "http.token", "alerts.webhook_url"}
-)
+SECRET_KEYS = frozenset({"database.dsn", "scraper.password", "http.token", "alerts.webhook_url"})
 
 #: Keys a running daemon applies on SIGHUP without restarting the stage that reads them.
 LIVE_KEYS = frozenset(
@@ -150,6 +148,7 @@ class VectorizerConfig(Section):
     claim_batch_size: int = Field(64, ge=1, le=10_000)
     download_concurrency: int = Field(32, ge=1, le=1024)
     download_timeout_s: float = Field(20.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(64_000_000, ge=1024)
     max_redirects: int = Field(3, ge=0, le=20)
@@ -265,13 +264,16 @@ def _env_overrides(env: Mapping[str, str], file: Path | None) -> dict[str, tuple
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
         section, key = section.lower(), key.lower()
         raw = env[name]
-        from_file = key.endswith("_file") and key[: -len("_file")] in _fields_of(section)
+        known = _fields_of(section) or {}
+        from_file = key.endswith("_file") and key[: -len("_file")] in known
         if from_file:
             key = key[: -len("_file")]
             raw = _read_secret_file(name, raw)
         fields = _fields_of(section)
         if fields is None or key not in fields:
-            raise ConfigError(f"unknown configuration key {section}.{key} (from environment {name})")
+            raise ConfigError(
+                f"unknown configuration key {section}.{key} (from environment {name})"
+            )
         dotted = f"{section}.{key}"
         if dotted in found and not from_file:
             continue  # the _FILE variant wins over the plain one

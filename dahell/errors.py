@@ -1,14 +1,14 @@
 """dahell's exceptions, one root, each caught where it can be answered.
 
-    DahellError
-    ├── ConfigError          a configuration value is missing, unknown or of the wrong type
-    ├── DatabaseUnavailable  PostgreSQL cannot be reached or started
-    ├── InputUnreadable      a file given to the loader cannot be opened or read
-    ├── StageParked          a stage needs a human (base class of the next three)
-    │   ├── CredentialsError wrong or missing Dropi credentials, two-factor accounts
-    │   ├── ModelNotFound    the ONNX model folder or its manifest is missing or unusable
-    │   └── ModelMismatch    the model's dimension does not match the database column
-    └── RecordRejected       one input record could not be loaded (carries a reason code)
+DahellError
+├── ConfigError          a configuration value is missing, unknown or of the wrong type
+├── DatabaseUnavailable  PostgreSQL cannot be reached or started
+├── InputUnreadable      a file given to the loader cannot be opened or read
+├── StageParked          a stage needs a human (base class of the next three)
+│   ├── CredentialsError wrong or missing Dropi credentials, two-factor accounts
+│   ├── ModelNotFound    the ONNX model folder or its manifest is missing or unusable
+│   └── ModelMismatch    the model's dimension does not match the database column
+└── RecordRejected       one input record could not be loaded (carries a reason code)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -68,11 +68,15 @@ def redact_secrets(
     return event_dict
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
-    """Route structlog (and stdlib logging from libraries) to stdout, one event a line."""
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Route structlog (and stdlib logging from libraries) to `stream`, one event a line.
+
+    The daemon logs to stdout; one-shot commands log to stderr so their own output stays clean.
+    """
+    stream = stream or sys.stdout
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
     processors: list[Any] = [
@@ -86,7 +90,7 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")

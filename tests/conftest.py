@@ -78,7 +78,9 @@ def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def build(dsn: str = "", **overrides: str) -> config_mod.Config:
         env = {"DAHELL_PATHS__DATA_DIR": str(tmp_path / "data"), "DAHELL_DATABASE__DSN": dsn}
-        env.update({k if k.startswith("DAHELL_") else f"DAHELL_{k}": v for k, v in overrides.items()})
+        env.update(
+            {k if k.startswith("DAHELL_") else f"DAHELL_{k}": v for k, v in overrides.items()}
+        )
         return config_mod.load(path=None, env=env)
 
     return build

@@ -100,6 +100,7 @@ class Context:
     status_extra: dict[str, Any] = field(default_factory=dict)
     exit_when_idle: bool = False
     idle: bool = False
+    batch_observer: Callable[[str, float], None] | None = None
 
     @property
     def config(self) -> Config:
@@ -182,6 +183,11 @@ class Context:
                 return True
             except TimeoutError:
                 continue
+
+    def observe_batch(self, seconds: float) -> None:
+        """Report how long one batch took (the supervisor turns it into a histogram)."""
+        if self.batch_observer is not None:
+            self.batch_observer(self.name, seconds)
 
     def set_idle(self, idle: bool) -> None:
         """Tell the supervisor whether this stage has nothing left to do (`--exit-when-idle`)."""

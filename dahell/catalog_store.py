@@ -1,0 +1,457 @@
+"""Writes normalised product records into the catalog tables, one batch per call.
+
+The batch is applied as if its records arrived one at a time in line order, whatever the batch
+boundaries: a record older than what the database (or an earlier line) already holds changes
+nothing; a record whose content hash equals the current one only moves `last_seen_at`; stock and
+price history get a row only where a value is first seen or differs from the previous one. So
+loading the same lines in one batch or in ten gives the same rows (what makes a replay after a
+crash indistinguishable from a clean run).
+
+Writes: COPY into temporary staging tables, then one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`
+per table; history rows are COPYed straight into their tables.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from dahell.dropi import ProductRecord, StockLevel
+
+OUTCOMES = ("inserted", "updated", "unchanged")
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_products (
+    product_id bigint, supplier_id bigint, sku text, title text, description text,
+    sale_price numeric, suggested_price numeric, product_type text, url_image_s3 text,
+    last_seen_at timestamptz, raw_data jsonb, captured_at timestamptz, content_hash bytea
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_variations (
+    variation_id bigint, product_id bigint, sku text, sale_price numeric,
+    suggested_price numeric, attributes jsonb
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_stock (
+    product_id bigint, variation_id bigint, warehouse_id bigint, stock_qty bigint,
+    snapshot_at timestamptz
+) ON COMMIT DELETE ROWS;
+"""
+
+_PRODUCT_COLUMNS = (
+    "product_id",
+    "supplier_id",
+    "sku",
+    "title",
+    "description",
+    "sale_price",
+    "suggested_price",
+    "product_type",
+    "url_image_s3",
+    "last_seen_at",
+    "raw_data",
+    "captured_at",
+    "content_hash",
+)
+
+_UPSERT_PRODUCTS = """
+INSERT INTO products AS p (product_id, supplier_id, sku, title, description, sale_price,
+    suggested_price, product_type, url_image_s3, last_seen_at, raw_data, captured_at, content_hash)
+SELECT product_id, supplier_id, sku, title, description, sale_price, suggested_price,
+    product_type, url_image_s3, last_seen_at, raw_data, captured_at, content_hash
+FROM stage_products
+ON CONFLICT (product_id) DO UPDATE SET
+    supplier_id = excluded.supplier_id, sku = excluded.sku, title = excluded.title,
+    description = excluded.description, sale_price = excluded.sale_price,
+    suggested_price = excluded.suggested_price, product_type = excluded.product_type,
+    url_image_s3 = excluded.url_image_s3, raw_data = excluded.raw_data,
+    captured_at = excluded.captured_at, content_hash = excluded.content_hash,
+    last_seen_at = GREATEST(p.last_seen_at, excluded.last_seen_at),
+    is_active = true, updated_at = now()
+WHERE p.captured_at <= excluded.captured_at
+  AND p.content_hash IS DISTINCT FROM excluded.content_hash
+"""
+
+_TOUCH_PRODUCTS = """
+UPDATE products AS p SET last_seen_at = v.seen
+FROM unnest($1::bigint[], $2::timestamptz[]) AS v(product_id, seen)
+WHERE p.product_id = v.product_id AND p.last_seen_at < v.seen
+"""
+
+_UPSERT_SUPPLIERS = """
+INSERT INTO suppliers AS s (supplier_id, name, store_name, plan_name)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+ON CONFLICT (supplier_id) DO UPDATE SET
+    name = excluded.name, store_name = excluded.store_name, plan_name = excluded.plan_name,
+    updated_at = now()
+WHERE (s.name, s.store_name, s.plan_name)
+    IS DISTINCT FROM (excluded.name, excluded.store_name, excluded.plan_name)
+"""
+
+_UPSERT_WAREHOUSES = """
+INSERT INTO warehouses AS w (warehouse_id, name, city, first_seen_at, last_seen_at)
+SELECT id, name, city, seen, seen
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS v(id, name, city, seen)
+ON CONFLICT (warehouse_id) DO UPDATE SET
+    name = COALESCE(excluded.name, w.name), city = COALESCE(excluded.city, w.city),
+    first_seen_at = LEAST(w.first_seen_at, excluded.first_seen_at),
+    last_seen_at = GREATEST(w.last_seen_at, excluded.last_seen_at)
+WHERE (w.name, w.city) IS DISTINCT FROM (COALESCE(excluded.name, w.name),
+                                          COALESCE(excluded.city, w.city))
+   OR w.last_seen_at < excluded.last_seen_at OR w.first_seen_at > excluded.first_seen_at
+"""
+
+_UPSERT_VARIATIONS = """
+INSERT INTO product_variations AS v (variation_id, product_id, sku, sale_price,
+    suggested_price, attributes)
+SELECT variation_id, product_id, sku, sale_price, suggested_price, attributes
+FROM stage_variations
+ON CONFLICT (variation_id) DO UPDATE SET
+    product_id = excluded.product_id, sku = excluded.sku, sale_price = excluded.sale_price,
+    suggested_price = excluded.suggested_price, attributes = excluded.attributes,
+    updated_at = now()
+WHERE (v.product_id, v.sku, v.sale_price, v.suggested_price, v.attributes)
+    IS DISTINCT FROM (excluded.product_id, excluded.sku, excluded.sale_price,
+                      excluded.suggested_price, excluded.attributes)
+"""
+
+_UPSERT_STOCK = """
+INSERT INTO product_stock AS s (product_id, variation_id, warehouse_id, stock_qty, snapshot_at)
+SELECT product_id, variation_id, warehouse_id, stock_qty, snapshot_at FROM stage_stock
+ON CONFLICT (product_id, variation_id, warehouse_id) DO UPDATE SET
+    stock_qty = excluded.stock_qty, snapshot_at = excluded.snapshot_at
+WHERE s.snapshot_at <= excluded.snapshot_at
+"""
+
+_PENDING_EMBEDDINGS = """
+INSERT INTO embedding_jobs AS j (product_id, image_url, state)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+ON CONFLICT (product_id) DO UPDATE SET
+    image_url = excluded.image_url, state = 'pending', attempts = 0, reason = NULL,
+    detail = NULL, next_attempt_at = now(), lease_until = NULL, claimed_by = NULL,
+    updated_at = now()
+WHERE j.image_url IS DISTINCT FROM excluded.image_url
+"""
+
+
+@dataclass(slots=True)
+class Unit:
+    """One record on its way in: where it came from and when it was captured."""
+
+    record: ProductRecord
+    captured_at: datetime
+
+
+@dataclass
+class BatchOutcome:
+    outcomes: list[str]  # one per unit, in order: inserted / updated / unchanged
+    pending_embeddings: int = 0
+    history_rows: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Known:
+    content_hash: bytes
+    last_seen: datetime
+    captured_at: datetime
+    image_url: str | None
+
+
+@dataclass
+class _Plan:
+    """What the batch writes, decided in Python from the database's state before it."""
+
+    outcomes: list[str] = field(default_factory=list)
+    products: dict[int, tuple[ProductRecord, datetime, datetime]] = field(default_factory=dict)
+    touched: dict[int, datetime] = field(default_factory=dict)
+    stock_log: list[tuple[int, int, int, datetime]] = field(default_factory=list)
+    variation_stock_log: list[tuple[int, int, int, int, datetime]] = field(default_factory=list)
+    price_log: list[tuple[int, int, Decimal | None, Decimal | None, datetime]] = field(
+        default_factory=list
+    )
+    stock_now: dict[tuple[int, int, int], tuple[int, datetime]] = field(default_factory=dict)
+    new_images: dict[int, str | None] = field(default_factory=dict)
+
+
+async def ensure_staging(conn: asyncpg.Connection) -> None:
+    await conn.execute(_STAGING)
+
+
+async def apply_batch(conn: asyncpg.Connection, units: list[Unit]) -> BatchOutcome:
+    """Apply `units` inside the caller's transaction; return each unit's outcome."""
+    if not units:
+        return BatchOutcome([])
+    ids = sorted({u.record.product_id for u in units})
+    known = await _fetch_known(conn, ids)
+    prev_stock, prev_prices = await _fetch_previous_values(conn, ids, known)
+    plan = _plan(units, known, prev_stock, prev_prices)
+    await _write(conn, plan)
+    return BatchOutcome(
+        plan.outcomes,
+        pending_embeddings=len(plan.new_images),
+        history_rows=len(plan.stock_log) + len(plan.variation_stock_log) + len(plan.price_log),
+    )
+
+
+async def _fetch_known(conn: asyncpg.Connection, ids: list[int]) -> dict[int, _Known]:
+    rows = await conn.fetch(
+        "SELECT product_id, content_hash, last_seen_at, captured_at, url_image_s3"
+        " FROM products WHERE product_id = ANY($1::bigint[])",
+        ids,
+    )
+    return {r[0]: _Known(bytes(r[1]), r[2], r[3], r[4]) for r in rows}
+
+
+PriceKey = tuple[int, int]
+StockKey = tuple[int, int, int]
+Prices = tuple[Decimal | None, Decimal | None]
+
+
+async def _fetch_previous_values(
+    conn: asyncpg.Connection, ids: list[int], known: dict[int, _Known]
+) -> tuple[dict[StockKey, int], dict[PriceKey, Prices]]:
+    """Current stock and prices of the products already in the database."""
+    existing = [i for i in ids if i in known]
+    if not existing:
+        return {}, {}
+    stock_rows = await conn.fetch(
+        "SELECT product_id, variation_id, warehouse_id, stock_qty FROM product_stock"
+        " WHERE product_id = ANY($1::bigint[])",
+        existing,
+    )
+    price_rows = await conn.fetch(
+        "SELECT product_id, 0::bigint, sale_price, suggested_price FROM products"
+        " WHERE product_id = ANY($1::bigint[])"
+        " UNION ALL SELECT product_id, variation_id, sale_price, suggested_price"
+        " FROM product_variations WHERE product_id = ANY($1::bigint[])",
+        existing,
+    )
+    stock = {(r[0], r[1], r[2]): r[3] for r in stock_rows}
+    prices = {(r[0], r[1]): (r[2], r[3]) for r in price_rows}
+    return stock, prices
+
+
+def _plan(
+    units: list[Unit],
+    known: dict[int, _Known],
+    prev_stock: dict[StockKey, int],
+    prev_prices: dict[PriceKey, Prices],
+) -> _Plan:
+    """Replay the batch in line order against what the database holds."""
+    plan = _Plan()
+    for unit in units:
+        rec, when = unit.record, unit.captured_at
+        state = known.get(rec.product_id)
+        if state is not None and when < state.last_seen:
+            plan.outcomes.append("unchanged")  # an older capture never overwrites a newer one
+            continue
+        if state is not None and state.content_hash == rec.content_hash:
+            plan.outcomes.append("unchanged")
+            state.last_seen = when
+            if rec.product_id not in plan.products:
+                plan.touched[rec.product_id] = when
+            else:
+                record, captured, _ = plan.products[rec.product_id]
+                plan.products[rec.product_id] = (record, captured, when)
+            continue
+        plan.outcomes.append("inserted" if state is None else "updated")
+        if state is None or state.image_url != rec.image_url:
+            plan.new_images[rec.product_id] = rec.image_url
+        known[rec.product_id] = _Known(rec.content_hash, when, when, rec.image_url)
+        plan.products[rec.product_id] = (rec, when, when)
+        plan.touched.pop(rec.product_id, None)
+        _plan_history(plan, rec, when, prev_stock, prev_prices)
+    return plan
+
+
+def _plan_history(
+    plan: _Plan,
+    rec: ProductRecord,
+    when: datetime,
+    prev_stock: dict[StockKey, int],
+    prev_prices: dict[PriceKey, Prices],
+) -> None:
+    for level in rec.stock:
+        _plan_stock(plan, rec.product_id, level, when, prev_stock)
+    _plan_price(plan, (rec.product_id, 0), (rec.sale_price, rec.suggested_price), when, prev_prices)
+    for var in rec.variations:
+        key = (rec.product_id, var.variation_id)
+        _plan_price(plan, key, (var.sale_price, var.suggested_price), when, prev_prices)
+
+
+def _plan_stock(
+    plan: _Plan, product_id: int, level: StockLevel, when: datetime, prev: dict[StockKey, int]
+) -> None:
+    key = (product_id, level.variation_id, level.warehouse_id)
+    plan.stock_now[key] = (level.stock_qty, when)
+    if prev.get(key) == level.stock_qty:
+        return
+    prev[key] = level.stock_qty
+    if level.variation_id == 0:
+        plan.stock_log.append((product_id, level.warehouse_id, level.stock_qty, when))
+    else:
+        plan.variation_stock_log.append(
+            (product_id, level.variation_id, level.warehouse_id, level.stock_qty, when)
+        )
+
+
+def _plan_price(
+    plan: _Plan, key: PriceKey, prices: Prices, when: datetime, prev: dict[PriceKey, Prices]
+) -> None:
+    if prices == (None, None) or prev.get(key) == prices:
+        return
+    prev[key] = prices
+    plan.price_log.append((key[0], key[1], prices[0], prices[1], when))
+
+
+async def _write(conn: asyncpg.Connection, plan: _Plan) -> None:
+    records = [rec for rec, _, _ in plan.products.values()]
+    await _write_suppliers(conn, records)
+    await _write_warehouses(conn, plan)
+    if plan.products:
+        await conn.copy_records_to_table(
+            "stage_products", records=_product_rows(plan), columns=_PRODUCT_COLUMNS
+        )
+        await conn.execute(_UPSERT_PRODUCTS)
+        await _write_categories(conn, records)
+        await _write_variations(conn, records)
+    if plan.touched:
+        await conn.execute(_TOUCH_PRODUCTS, list(plan.touched), list(plan.touched.values()))
+    if plan.stock_now:
+        rows = [(k[0], k[1], k[2], qty, when) for k, (qty, when) in plan.stock_now.items()]
+        await conn.copy_records_to_table("stage_stock", records=rows)
+        await conn.execute(_UPSERT_STOCK)
+    await _copy(
+        conn,
+        "product_stock_log",
+        plan.stock_log,
+        ("product_id", "warehouse_id", "stock_qty", "snapshot_at"),
+    )
+    await _copy(
+        conn,
+        "variation_stock_log",
+        plan.variation_stock_log,
+        ("product_id", "variation_id", "warehouse_id", "stock_qty", "snapshot_at"),
+    )
+    await _copy(
+        conn,
+        "price_history",
+        plan.price_log,
+        ("product_id", "variation_id", "sale_price", "suggested_price", "captured_at"),
+    )
+    if plan.new_images:
+        ids = list(plan.new_images)
+        await conn.execute(
+            _PENDING_EMBEDDINGS, ids, list(plan.new_images.values()), ["pending"] * len(ids)
+        )
+
+
+async def _copy(
+    conn: asyncpg.Connection, table: str, rows: list[Any], columns: tuple[str, ...]
+) -> None:
+    if rows:
+        await conn.copy_records_to_table(table, records=rows, columns=columns)
+
+
+def _product_rows(plan: _Plan) -> list[tuple[Any, ...]]:
+    return [
+        (
+            rec.product_id,
+            rec.supplier.supplier_id if rec.supplier else None,
+            rec.sku,
+            rec.title,
+            rec.description,
+            rec.sale_price,
+            rec.suggested_price,
+            rec.product_type,
+            rec.image_url,
+            seen,
+            rec.raw_json,
+            captured,
+            rec.content_hash,
+        )
+        for rec, captured, seen in plan.products.values()
+    ]
+
+
+async def _write_suppliers(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
+    suppliers = {r.supplier.supplier_id: r.supplier for r in records if r.supplier}
+    if not suppliers:
+        return
+    values = list(suppliers.values())
+    await conn.execute(
+        _UPSERT_SUPPLIERS,
+        [s.supplier_id for s in values],
+        [s.name for s in values],
+        [s.store_name for s in values],
+        [s.plan_name for s in values],
+    )
+
+
+async def _write_warehouses(conn: asyncpg.Connection, plan: _Plan) -> None:
+    seen: dict[int, tuple[str | None, str | None, datetime]] = {}
+    for rec, _, when in plan.products.values():
+        for wh in rec.warehouses:
+            old = seen.get(wh.warehouse_id)
+            name = wh.name or (old[0] if old else None)
+            city = wh.city or (old[1] if old else None)
+            seen[wh.warehouse_id] = (name, city, max(when, old[2]) if old else when)
+    if not seen:
+        return
+    ids = list(seen)
+    await conn.execute(
+        _UPSERT_WAREHOUSES,
+        ids,
+        [seen[i][0] for i in ids],
+        [seen[i][1] for i in ids],
+        [seen[i][2] for i in ids],
+    )
+
+
+async def _write_categories(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
+    names = sorted({name for r in records for name in r.categories})
+    ids: dict[str, int] = {}
+    if names:
+        await conn.execute(
+            "INSERT INTO categories (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
+            names,
+        )
+        rows = await conn.fetch(
+            "SELECT id, name FROM categories WHERE name = ANY($1::text[])", names
+        )
+        ids = {r["name"]: r["id"] for r in rows}
+    product_ids = [r.product_id for r in records]
+    await conn.execute(
+        "DELETE FROM product_categories WHERE product_id = ANY($1::bigint[])", product_ids
+    )
+    links = {(r.product_id, ids[name]) for r in records for name in r.categories}
+    await _copy(conn, "product_categories", sorted(links), ("product_id", "category_id"))
+
+
+async def _write_variations(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
+    rows = {
+        v.variation_id: (
+            v.variation_id,
+            r.product_id,
+            v.sku,
+            v.sale_price,
+            v.suggested_price,
+            v.attributes,
+        )
+        for r in records
+        for v in r.variations
+    }
+    if rows:
+        await conn.copy_records_to_table("stage_variations", records=list(rows.values()))
+        await conn.execute(_UPSERT_VARIATIONS)
+
+
+def count_outcomes(outcomes: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for outcome in outcomes:
+        counts[outcome] += 1
+    return dict(counts)

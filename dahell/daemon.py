@@ -1,0 +1,67 @@
+"""`python -m dahell run`: the database, the supervisor, the HTTP server and alerts, together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from dahell import __version__, db
+from dahell.alerts import AlertSender
+from dahell.config import Config
+from dahell.errors import DatabaseUnavailable
+from dahell.stages.base import Stage
+from dahell.supervisor import Supervisor
+
+EXIT_DATABASE = 3
+
+
+async def run_daemon(
+    config: Config,
+    stages: list[Stage],
+    *,
+    exit_when_idle: bool = False,
+    config_path: str | None = None,
+) -> int:
+    """Run the given stages until a signal, a failure policy or idleness stops them."""
+    log = structlog.get_logger().bind(component="daemon")
+    log.info(
+        "daemon_starting",
+        version=__version__,
+        stages=[s.name for s in stages],
+        config_file=config.source,
+        embedded_database=not config.database.dsn,
+    )
+    try:
+        database = await db.connect(config)
+    except DatabaseUnavailable as exc:
+        log.error("database_unavailable", error=str(exc))
+        return EXIT_DATABASE
+    supervisor = Supervisor(
+        config, stages, database.pool, config_path=config_path, exit_when_idle=exit_when_idle
+    )
+    alerts = AlertSender(lambda: supervisor.config)
+    supervisor.on_state_change = alerts.stage_changed
+    await alerts.start()
+    server = None
+    try:
+        if config.http.enabled:
+            from dahell.http import StatusServer
+
+            server = StatusServer(supervisor)
+            try:
+                listen = await server.start()
+                log.info("http_listening", listen=listen)
+            except OSError as exc:
+                log.error("http_unavailable", listen=config.http.listen, error=str(exc))
+                server = None
+        code = await supervisor.run()
+    finally:
+        if server is not None:
+            await server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(alerts.close(), timeout=5)
+        await database.close()
+    log.info("daemon_exited", exit_code=code)
+    return code

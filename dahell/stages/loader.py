@@ -1,0 +1,692 @@
+"""The loader: input lines into the catalog tables, each loaded or rejected with a reason, once.
+
+Usable two ways: `Loader.load_path()` imports a file (`python -m dahell load`), and
+`LoaderStage` runs inside the daemon, replaying the journal at start-up and then consuming the
+scraper's `JournalBatch` messages.
+
+Exactly once: a file's byte offset (and a fingerprint of its head) is committed in the same
+transaction as the rows its lines produced, under an advisory lock; the next load resumes there.
+One bad line never costs its neighbours: parse failures are rejected one by one, and a batch the
+database refuses is split until the refused rows are isolated (`db_error:<sqlstate>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import itertools
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import orjson
+
+from dahell import dropi
+from dahell.catalog_store import Unit, apply_batch, ensure_staging
+from dahell.config import Config
+from dahell.errors import InputUnreadable
+from dahell.journal import RawLine, journal_files, journal_name, open_source, read_lines
+from dahell.stages.base import Context, EmbedNudge, JournalBatch
+
+HEAD_BYTES = 4096
+# Serialises loaders across processes: history rows depend on the state before each batch.
+LOADER_LOCK_KEY = 0x6461_6865_6C6C_01
+DATA_ERROR_CLASSES = ("21", "22", "23", "54")
+LOADED = ("inserted", "updated", "unchanged")
+
+
+class SourceBusy(Exception):
+    """Another process moved this file's checkpoint while we were loading it."""
+
+
+@dataclass
+class LoadStats:
+    """Counts by outcome; `lines` counts units (a line, or each product of a response line)."""
+
+    lines: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    history_rows: int = 0
+    pending_embeddings: int = 0
+
+    @property
+    def loaded(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def add(self, other: LoadStats) -> None:
+        for name in ("lines", "inserted", "updated", "unchanged", "rejected"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.history_rows += other.history_rows
+        self.pending_embeddings += other.pending_embeddings
+        self.rejected_by_reason.update(other.rejected_by_reason)
+
+    def count(self, outcome: str, reason: str = "") -> None:
+        self.lines += 1
+        if outcome == "rejected":
+            self.rejected += 1
+            self.rejected_by_reason[reason] += 1
+        else:
+            setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "loaded": self.loaded,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "history_rows": self.history_rows,
+            "pending_embeddings": self.pending_embeddings,
+        }
+
+
+@dataclass
+class FileReport:
+    """What happened to one file: `status` is loaded, up_to_date, or error."""
+
+    path: str
+    status: str = "loaded"
+    stats: LoadStats = field(default_factory=LoadStats)
+    start_offset: int = 0
+    end_offset: int = 0
+    message: str = ""
+    pending_tail_bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "start_offset": self.start_offset,
+            "end_offset": self.end_offset,
+            "message": self.message,
+            "pending_tail_bytes": self.pending_tail_bytes,
+            **self.stats.as_dict(),
+        }
+
+
+@dataclass
+class _Item:
+    """One unit parsed from a line, waiting for its batch to be written."""
+
+    line: RawLine
+    outcome: dropi.Outcome
+
+
+@dataclass
+class _Chunk:
+    """Parsed lines [start, end) of one source, ready to be written in one transaction."""
+
+    items: list[_Item]
+    start: int
+    end: int
+    end_line_no: int
+    pending_tail_bytes: int = 0
+    tail_note: str = ""
+
+
+@dataclass
+class _Source:
+    key: str
+    path: Path
+    offset: int
+    line_no: int
+    head: bytes
+    fallback_time: datetime
+    live: bool
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class Loader:
+    """Loads files and journal ranges into the database; one instance per process or stage."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config_getter: Callable[[], Config],
+        log: Any,
+        on_batch: Callable[[LoadStats, float], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.config_getter = config_getter
+        self.log = log
+        self.on_batch = on_batch
+
+    @property
+    def config(self) -> Config:
+        return self.config_getter()
+
+    # --- files -----------------------------------------------------------------------------
+
+    async def load_path(
+        self, path: Path, *, live: bool = False, progress: ProgressCallback | None = None
+    ) -> FileReport:
+        """Load `path` from its checkpoint to its end. `live`: the file may still be written."""
+        report = FileReport(str(path))
+        try:
+            source = await self._open_source(path, live)
+        except InputUnreadable as exc:
+            report.status, report.message = "error", str(exc)
+            return report
+        report.start_offset = report.end_offset = source.offset
+        try:
+            fh = await asyncio.to_thread(open_source, path)
+        except OSError as exc:
+            report.status, report.message = "error", f"cannot open {path}: {exc.strerror}"
+            return report
+        try:
+            await self._load_open_file(source, fh, report, progress)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            report.status, report.message = "error", f"cannot read {path}: {exc}"
+        finally:
+            await asyncio.to_thread(fh.close)
+        if report.status == "loaded" and report.stats.lines == 0:
+            report.status = "up_to_date"
+        return report
+
+    async def _load_open_file(
+        self,
+        source: _Source,
+        fh: IO[bytes],
+        report: FileReport,
+        progress: ProgressCallback | None,
+    ) -> None:
+        if source.offset == 0:
+            document = await asyncio.to_thread(self._parse_if_document, fh)
+            if document is not None:
+                await self._commit(source, document, report)
+                if progress:
+                    progress(document.end)
+                return
+        lines = read_lines(
+            fh, source.offset, source.line_no, max_line_bytes=self.config.loader.max_line_bytes
+        )
+        reader = _ChunkReader(lines, source, self.config)
+        next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
+        while True:
+            chunk = await next_chunk
+            if chunk is None:
+                break
+            next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
+            try:
+                await self._commit(source, chunk, report)
+            except BaseException:
+                next_chunk.cancel()
+                raise
+            if progress:
+                progress(chunk.end)
+        report.pending_tail_bytes = reader.pending_tail_bytes
+        if reader.pending_tail_bytes:
+            report.message = reader.tail_note
+
+    def _parse_if_document(self, fh: IO[bytes]) -> _Chunk | None:
+        """A file that is one JSON document (a pretty-printed API response) is read whole."""
+        fh.seek(0)
+        head = fh.read(HEAD_BYTES)
+        stripped = head.lstrip()
+        if stripped[:1] not in (b"{", b"["):
+            return None
+        first_line = head.split(b"\n", 1)[0]
+        try:
+            orjson.loads(first_line)
+            return None  # the first line is a whole record: JSON Lines
+        except orjson.JSONDecodeError:
+            pass
+        fh.seek(0)
+        data = fh.read()
+        outcomes = dropi.parse_document(data, image_base_url=self.config.loader.image_base_url)
+        if outcomes is None:
+            return None
+        whole = RawLine(data[: self.config.loader.reject_raw_max_bytes], 0, len(data), 1, True)
+        items = [_Item(whole, outcome) for outcome in outcomes]
+        return _Chunk(items, 0, len(data), 2)
+
+    async def _open_source(self, path: Path, live: bool) -> _Source:
+        key = source_key(path)
+        try:
+            head, mtime = await asyncio.to_thread(_read_head, path)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputUnreadable(f"cannot read {path}: {exc}") from None
+        fallback = datetime.fromtimestamp(mtime, UTC)
+        row = await self.pool.fetchrow(
+            "SELECT fingerprint, head_len, byte_offset, line_no FROM load_checkpoints"
+            " WHERE source = $1",
+            key,
+        )
+        if row is None:
+            return _Source(key, path, 0, 1, head, fallback, live)
+        if hashlib.sha256(head[: row["head_len"]]).digest() != bytes(row["fingerprint"]):
+            self.log.warning("source_replaced", source=key, previous_offset=row["byte_offset"])
+            await self.pool.execute(
+                "UPDATE load_checkpoints SET byte_offset = 0, line_no = 1, head_len = 0,"
+                " fingerprint = $2, completed = false, updated_at = now() WHERE source = $1",
+                key,
+                hashlib.sha256(b"").digest(),
+            )
+            return _Source(key, path, 0, 1, head, fallback, live)
+        return _Source(key, path, row["byte_offset"], row["line_no"], head, fallback, live)
+
+    # --- journal batches (the daemon's fast path) ------------------------------------------
+
+    async def load_batches(self, batches: list[JournalBatch]) -> LoadStats:
+        """Load contiguous journal batches of one file; ranges already loaded are skipped."""
+        total = LoadStats()
+        path = batches[0].path
+        source = await self._open_source(path, live=True)
+        fresh = [b for b in batches if b.end > source.offset]
+        if not fresh:
+            return total
+        if fresh[0].start != source.offset or not _contiguous(fresh):
+            report = await self.load_path(path, live=True)  # a gap: read the file itself
+            return report.stats
+        items: list[_Item] = []
+        line_no, offset = source.line_no, source.offset
+        for batch in fresh:
+            for data in batch.lines:
+                end = offset + len(data) + 1
+                line = RawLine(data, offset, end, line_no, True)
+                items.extend(_parse(line, self.config))
+                offset, line_no = end, line_no + 1
+        report = FileReport(str(path))
+        chunk = _Chunk(items, source.offset, offset, line_no)
+        await self._commit(source, chunk, report)
+        return report.stats
+
+    # --- the transaction -------------------------------------------------------------------
+
+    async def _commit(self, source: _Source, chunk: _Chunk, report: FileReport) -> None:
+        started = time.perf_counter()
+        stats = LoadStats()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOADER_LOCK_KEY)
+            committed = await conn.fetchval(
+                "SELECT byte_offset FROM load_checkpoints WHERE source = $1 FOR UPDATE",
+                source.key,
+            )
+            if (committed or 0) != chunk.start:
+                raise SourceBusy(
+                    f"{source.path}: checkpoint at {committed}, expected {chunk.start}"
+                )
+            await ensure_staging(conn)
+            rejects = await self._write_items(conn, source, chunk.items, stats)
+            await self._write_rejects(conn, source.key, rejects)
+            await self._save_checkpoint(conn, source, chunk, stats)
+        source.offset, source.line_no = chunk.end, chunk.end_line_no
+        report.end_offset = chunk.end
+        report.stats.add(stats)
+        elapsed = time.perf_counter() - started
+        self.log.info(
+            "batch_loaded",
+            source=source.key,
+            lines=stats.lines,
+            inserted=stats.inserted,
+            updated=stats.updated,
+            unchanged=stats.unchanged,
+            rejected=stats.rejected,
+            history_rows=stats.history_rows,
+            end_offset=chunk.end,
+            duration_s=round(elapsed, 4),
+        )
+        if self.on_batch is not None:
+            self.on_batch(stats, elapsed)
+
+    async def _write_items(
+        self,
+        conn: asyncpg.Connection,
+        source: _Source,
+        items: list[_Item],
+        stats: LoadStats,
+    ) -> list[tuple[_Item, str, str]]:
+        """Apply the records, isolating rows the database refuses; return the rejects."""
+        records = [(i, i.outcome) for i in items if isinstance(i.outcome, dropi.ProductRecord)]
+        refused = await self._apply_isolating(conn, source, records, stats)
+        rejects = [
+            (i, i.outcome.reason, i.outcome.detail)
+            for i in items
+            if isinstance(i.outcome, dropi.Rejection)
+        ]
+        rejects.extend(refused)
+        rejects.sort(key=lambda r: (r[0].line.offset, r[0].line.line_no))
+        for _, reason, _ in rejects:
+            stats.count("rejected", reason)
+        return rejects
+
+    async def _apply_isolating(
+        self,
+        conn: asyncpg.Connection,
+        source: _Source,
+        records: list[tuple[_Item, dropi.ProductRecord]],
+        stats: LoadStats,
+    ) -> list[tuple[_Item, str, str]]:
+        if not records:
+            return []
+        units = [Unit(rec, rec.captured_at or source.fallback_time) for _, rec in records]
+        try:
+            async with conn.transaction():
+                result = await apply_batch(conn, units)
+        except (asyncpg.PostgresError, asyncpg.exceptions.DataError) as exc:
+            sqlstate = getattr(exc, "sqlstate", None) or "22000"
+            if not sqlstate.startswith(DATA_ERROR_CLASSES) and isinstance(
+                exc, asyncpg.PostgresError
+            ):
+                raise
+            if len(records) == 1:
+                detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+                return [(records[0][0], f"db_error:{sqlstate}", detail)]
+            mid = len(records) // 2
+            first = await self._apply_isolating(conn, source, records[:mid], stats)
+            return first + await self._apply_isolating(conn, source, records[mid:], stats)
+        for outcome in result.outcomes:
+            stats.count(outcome)
+        stats.history_rows += result.history_rows
+        stats.pending_embeddings += result.pending_embeddings
+        return []
+
+    async def _write_rejects(
+        self, conn: asyncpg.Connection, key: str, rejects: list[tuple[_Item, str, str]]
+    ) -> None:
+        if not rejects:
+            return
+        cap = self.config.loader.reject_raw_max_bytes
+        rows = [
+            (
+                key,
+                item.line.line_no,
+                item.line.offset,
+                reason,
+                _clean(detail)[:2000],
+                _clean(dropi.decode_line(item.line.data[:cap])),
+            )
+            for item, reason, detail in rejects
+        ]
+        await conn.copy_records_to_table(
+            "rejects",
+            records=rows,
+            columns=("source", "line_no", "byte_offset", "reason", "detail", "raw_text"),
+        )
+
+    async def _save_checkpoint(
+        self, conn: asyncpg.Connection, source: _Source, chunk: _Chunk, stats: LoadStats
+    ) -> None:
+        head_len = min(len(source.head), chunk.end)
+        await conn.execute(
+            """INSERT INTO load_checkpoints AS c (source, fingerprint, head_len, byte_offset,
+                   line_no, lines_loaded, lines_rejected, completed, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, false, now())
+               ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
+                   head_len = excluded.head_len, byte_offset = excluded.byte_offset,
+                   line_no = excluded.line_no,
+                   lines_loaded = c.lines_loaded + excluded.lines_loaded,
+                   lines_rejected = c.lines_rejected + excluded.lines_rejected,
+                   updated_at = now()""",
+            source.key,
+            hashlib.sha256(source.head[:head_len]).digest(),
+            head_len,
+            chunk.end,
+            chunk.end_line_no,
+            stats.loaded,
+            stats.rejected,
+        )
+        totals = {k: getattr(stats, k) for k in LOADED} | {"rejected": stats.rejected}
+        totals = {k: v for k, v in totals.items() if v}
+        if totals:
+            await conn.execute(
+                """INSERT INTO load_totals AS t (outcome, lines)
+                   SELECT * FROM unnest($1::text[], $2::bigint[])
+                   ON CONFLICT (outcome) DO UPDATE SET lines = t.lines + excluded.lines""",
+                list(totals),
+                list(totals.values()),
+            )
+
+
+class _ChunkReader:
+    """Reads and parses lines into chunks of about `loader.batch_size` units (in a thread)."""
+
+    def __init__(self, lines: Iterator[RawLine], source: _Source, config: Config) -> None:
+        self.lines = lines
+        self.source = source
+        self.config = config
+        self.offset = source.offset
+        self.line_no = source.line_no
+        self.pending_tail_bytes = 0
+        self.tail_note = ""
+
+    def next_chunk(self) -> _Chunk | None:
+        items: list[_Item] = []
+        start, limit = self.offset, self.config.loader.batch_size
+        for line in self.lines:
+            if not line.terminated and self._leave_for_later(line):
+                break
+            items.extend(_parse(line, self.config))
+            self.offset, self.line_no = line.end, line.line_no + 1
+            if len(items) >= limit:
+                break
+        if self.offset == start:
+            return None
+        return _Chunk(items, start, self.offset, self.line_no)
+
+    def _leave_for_later(self, line: RawLine) -> bool:
+        """An unterminated last line of a file still being written waits for its newline."""
+        try:
+            age = time.time() - self.source.path.stat().st_mtime
+        except OSError:
+            age = float("inf")
+        if age >= self.config.loader.incomplete_line_grace_s:
+            return False
+        self.pending_tail_bytes = line.end - line.offset
+        self.tail_note = (
+            f"last line incomplete ({self.pending_tail_bytes} bytes, file modified {age:.0f}s ago):"
+            " left for a later run"
+        )
+        return True
+
+
+def _parse(line: RawLine, config: Config) -> list[_Item]:
+    if line.too_long:
+        size = line.end - line.offset - (1 if line.terminated else 0)
+        return [_Item(line, dropi.Rejection("line_too_long", f"{size} bytes"))]
+    outcomes = dropi.parse_line(
+        line.data,
+        image_base_url=config.loader.image_base_url,
+        max_line_bytes=config.loader.max_line_bytes,
+    )
+    if not line.terminated and len(outcomes) == 1:
+        only = outcomes[0]
+        if isinstance(only, dropi.Rejection) and only.reason == "invalid_json":
+            outcomes = [dropi.Rejection("truncated_line", f"no newline at end: {only.detail}")]
+    return [_Item(line, outcome) for outcome in outcomes]
+
+
+def _contiguous(batches: list[JournalBatch]) -> bool:
+    return all(a.end == b.start for a, b in itertools.pairwise(batches))
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "")
+
+
+def _read_head(path: Path) -> tuple[bytes, float]:
+    with open_source(path) as fh:
+        head = fh.read(HEAD_BYTES)
+    return head, path.stat().st_mtime
+
+
+def source_key(path: Path) -> str:
+    """A file's identity in `load_checkpoints`: its absolute path, `.gz` or not."""
+    return str(path.resolve()).removesuffix(".gz")
+
+
+# --- journal retention ---------------------------------------------------------------------
+
+
+async def apply_retention(pool: asyncpg.Pool, config: Config, log: Any) -> dict[str, int]:
+    """Compress, then delete, journal files that are fully loaded and old enough."""
+    done = {"compressed": 0, "deleted": 0}
+    today = journal_name(datetime.now(UTC))
+    for path in journal_files(config.journal_dir):
+        if path.name.removesuffix(".gz") == today:
+            continue  # the writer may still append to it
+        row = await pool.fetchrow(
+            "SELECT byte_offset, completed FROM load_checkpoints WHERE source = $1",
+            source_key(path),
+        )
+        if row is None:
+            continue
+        age_days = (time.time() - path.stat().st_mtime) / 86400
+        compressed = path.suffix == ".gz"
+        size = path.stat().st_size
+        fully_loaded = row["completed"] or (not compressed and row["byte_offset"] == size)
+        if not fully_loaded:
+            continue
+        delete_after = config.journal.delete_after_days
+        if delete_after > 0 and age_days >= delete_after:
+            await asyncio.to_thread(path.unlink)
+            done["deleted"] += 1
+            log.info("journal_deleted", path=str(path), age_days=round(age_days, 1))
+        elif not compressed and age_days >= config.journal.compress_after_days:
+            await pool.execute(
+                "UPDATE load_checkpoints SET completed = true WHERE source = $1", source_key(path)
+            )
+            await asyncio.to_thread(_gzip_in_place, path)
+            done["compressed"] += 1
+            log.info("journal_compressed", path=str(path), age_days=round(age_days, 1))
+    return done
+
+
+def _gzip_in_place(path: Path) -> None:
+    target = path.with_name(path.name + ".gz")
+    tmp = path.with_name(path.name + ".gz.tmp")
+    stat = path.stat()
+    with open(path, "rb") as src, gzip.open(tmp, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.utime(tmp, (stat.st_atime, stat.st_mtime))
+    os.replace(tmp, target)
+    path.unlink()
+
+
+# --- the stage -----------------------------------------------------------------------------
+
+
+class LoaderStage:
+    """Replays the journal past its checkpoint, then loads the scraper's batches as they come."""
+
+    name = "loader"
+    RESCAN_INTERVAL_S = 60.0
+    RETENTION_INTERVAL_S = 3600.0
+
+    def __init__(self) -> None:
+        # A batch of another file met while gathering: it opens the next gathering, in order.
+        self._carry: JournalBatch | None = None
+
+    async def run(self, ctx: Context) -> None:
+        loader = Loader(ctx.pool, lambda: ctx.config, ctx.log, on_batch=self._reporter(ctx))
+        await self._replay(ctx, loader)
+        last_scan = last_retention = time.monotonic()
+        await self._retention(ctx)
+        while True:
+            pending = await self._collect(ctx)
+            if pending:
+                async with ctx.working():
+                    await self._load(ctx, loader, pending)
+                continue
+            if ctx.stopping.is_set():
+                return
+            now = time.monotonic()
+            if now - last_scan >= self.RESCAN_INTERVAL_S:
+                last_scan = now
+                await self._replay(ctx, loader)
+            if now - last_retention >= self.RETENTION_INTERVAL_S:
+                last_retention = now
+                await self._retention(ctx)
+            ctx.set_idle(True)
+
+    def _reporter(self, ctx: Context) -> Callable[[LoadStats, float], None]:
+        def report(stats: LoadStats, seconds: float) -> None:
+            for outcome in LOADED:
+                ctx.count(outcome, n=getattr(stats, outcome))
+            for reason, n in stats.rejected_by_reason.items():
+                ctx.count("rejected", reason, n)
+            ctx.observe_batch(seconds)
+            if stats.pending_embeddings:
+                ctx.nudge("vectorizer", EmbedNudge(stats.pending_embeddings))
+            ctx.heartbeat()
+
+        return report
+
+    async def _replay(self, ctx: Context, loader: Loader) -> None:
+        for path in journal_files(ctx.config.journal_dir):
+            async with ctx.working():
+                ctx.set_idle(False)
+                report = await self._load_file(ctx, loader, path)
+            if report.stats.lines:
+                ctx.log.info("journal_replayed", path=str(path), **report.stats.as_dict())
+
+    async def _load_file(self, ctx: Context, loader: Loader, path: Path) -> FileReport:
+        for attempt in range(3):
+            try:
+                report = await loader.load_path(path, live=True)
+            except SourceBusy as exc:
+                ctx.log.warning("source_busy", path=str(path), detail=str(exc), attempt=attempt)
+                await asyncio.sleep(0.5)
+                continue
+            if report.status == "error":
+                ctx.log.error("journal_unreadable", path=str(path), detail=report.message)
+            return report
+        return FileReport(str(path), status="busy")
+
+    async def _collect(self, ctx: Context) -> list[JournalBatch]:
+        """Wait for batches; gather contiguous ones of one file up to the size or time limit."""
+        first: Any = self._carry or await ctx.receive(timeout=1.0)
+        self._carry = None
+        if first is None:
+            return []
+        ctx.set_idle(False)
+        if not isinstance(first, JournalBatch):
+            return []
+        pending = [first]
+        lines = len(first.lines)
+        deadline = time.monotonic() + ctx.config.loader.batch_max_wait_s
+        while lines < ctx.config.loader.batch_size and ctx.inbox is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                nxt = await asyncio.wait_for(ctx.inbox.get(), timeout=left)
+            except TimeoutError:
+                break
+            if not isinstance(nxt, JournalBatch):
+                continue
+            if nxt.path != pending[-1].path:
+                self._carry = nxt
+                break
+            pending.append(nxt)
+            lines += len(nxt.lines)
+        return pending
+
+    async def _load(self, ctx: Context, loader: Loader, batches: list[JournalBatch]) -> None:
+        try:
+            await loader.load_batches(batches)
+        except SourceBusy as exc:
+            ctx.log.warning("source_busy", path=str(batches[0].path), detail=str(exc))
+            await self._load_file(ctx, loader, batches[0].path)
+
+    async def _retention(self, ctx: Context) -> None:
+        done = await apply_retention(ctx.pool, ctx.config, ctx.log)
+        if any(done.values()):
+            ctx.log.info("journal_retention", **done)

@@ -1,0 +1,166 @@
+"""`python -m dahell status`: the counts the old audit gathered by hand, and live stage states.
+
+The counts come from the database; the stage states from the running daemon's `/status`
+(if one answers on `http.listen`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from dahell import db
+from dahell.config import Config
+
+COUNTS_SQL = """
+SELECT
+  (SELECT count(*) FROM products) AS products,
+  (SELECT count(*) FROM suppliers) AS suppliers,
+  (SELECT count(*) FROM warehouses) AS warehouses,
+  (SELECT count(*) FROM categories) AS categories,
+  (SELECT count(*) FROM product_variations) AS variations,
+  (SELECT count(*) FROM product_stock_log) AS stock_log_rows,
+  (SELECT count(*) FROM variation_stock_log) AS variation_stock_log_rows,
+  (SELECT count(*) FROM price_history) AS price_history_rows,
+  (SELECT count(*) FROM product_embeddings) AS embeddings_done,
+  (SELECT max(last_seen_at) FROM products) AS last_seen_at
+"""
+
+
+async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
+    """Every count `status` shows, as one JSON-able dict (also used by the HTTP server)."""
+    row = await pool.fetchrow(COUNTS_SQL)
+    rejects = await pool.fetch(
+        "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY n DESC, reason"
+    )
+    totals = await pool.fetch("SELECT outcome, lines FROM load_totals ORDER BY outcome")
+    jobs = await pool.fetch(
+        "SELECT state, coalesce(reason, '') AS reason, count(*) AS n FROM embedding_jobs"
+        " GROUP BY state, reason"
+    )
+    pending = sum(r["n"] for r in jobs if r["state"] in ("pending", "claimed"))
+    failed_by_reason = {r["reason"] or "unknown": r["n"] for r in jobs if r["state"] == "failed"}
+    lines_by_outcome = {r["outcome"]: r["lines"] for r in totals}
+    last_seen = row["last_seen_at"]
+    return {
+        "products": row["products"],
+        "suppliers": row["suppliers"],
+        "warehouses": row["warehouses"],
+        "categories": row["categories"],
+        "variations": row["variations"],
+        "stock_log_rows": row["stock_log_rows"],
+        "variation_stock_log_rows": row["variation_stock_log_rows"],
+        "price_history_rows": row["price_history_rows"],
+        "lines_loaded": sum(n for k, n in lines_by_outcome.items() if k != "rejected"),
+        "lines_by_outcome": lines_by_outcome,
+        "rejects": sum(r["n"] for r in rejects),
+        "rejects_by_reason": {r["reason"]: r["n"] for r in rejects},
+        "embeddings": {
+            "done": row["embeddings_done"],
+            "pending": pending,
+            "failed": sum(failed_by_reason.values()),
+            "failed_by_reason": failed_by_reason,
+        },
+        "last_seen_at": last_seen.isoformat() if last_seen else None,
+    }
+
+
+async def fetch_daemon_status(config: Config) -> dict[str, Any] | None:
+    """The running daemon's /status, or None when none answers."""
+    if not config.http.enabled:
+        return None
+    host, _, port = config.http.listen.rpartition(":")
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
+    headers = {"Authorization": f"Bearer {config.http.token}"} if config.http.token else {}
+    timeout = aiohttp.ClientTimeout(total=2)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://{host}:{port}/status", headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            data: dict[str, Any] = await resp.json()
+            return data
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+async def show_status(config: Config, *, as_json: bool) -> int:
+    daemon = await fetch_daemon_status(config)
+    async with db.database(config) as database:
+        counts = await gather_counts(database.pool)
+    daemon_view = _daemon_view(daemon)
+    if as_json:
+        sys.stdout.write(orjson.dumps({**counts, "daemon": daemon_view}).decode() + "\n")
+        return 0
+    _print(counts, daemon_view)
+    return 0
+
+
+def _daemon_view(daemon: dict[str, Any] | None) -> dict[str, Any] | None:
+    if daemon is None:
+        return None
+    return {
+        "running": True,
+        "healthy": daemon.get("healthy"),
+        "unhealthy_reasons": daemon.get("unhealthy_reasons", []),
+        "stages": {
+            name: {k: s.get(k) for k in ("state", "since", "restarts", "reason", "last_error")}
+            for name, s in daemon.get("stages", {}).items()
+        },
+    }
+
+
+def _print(counts: dict[str, Any], daemon: dict[str, Any] | None) -> None:
+    console = Console()
+    table = Table(title="dahell status", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key in (
+        "products",
+        "suppliers",
+        "warehouses",
+        "categories",
+        "variations",
+        "stock_log_rows",
+        "variation_stock_log_rows",
+        "price_history_rows",
+        "lines_loaded",
+        "rejects",
+    ):
+        table.add_row(key.replace("_", " "), f"{counts[key]:,}")
+    emb = counts["embeddings"]
+    for key in ("done", "pending", "failed"):
+        table.add_row(f"embeddings {key}", f"{emb[key]:,}")
+    table.add_row("last seen", counts["last_seen_at"] or "-")
+    console.print(table)
+    _print_reasons(console, "rejects by reason", counts["rejects_by_reason"])
+    _print_reasons(console, "embedding failures by reason", emb["failed_by_reason"])
+    if daemon is None:
+        console.print("daemon: not running (no answer on http.listen)")
+        return
+    stages = Table(title="daemon stages" + ("" if daemon["healthy"] else " (UNHEALTHY)"))
+    for column in ("stage", "state", "since", "restarts", "reason"):
+        stages.add_column(column)
+    for name, s in daemon["stages"].items():
+        reason = s.get("reason") or s.get("last_error") or ""
+        stages.add_row(name, s["state"], s.get("since") or "", str(s.get("restarts", 0)), reason)
+    console.print(stages)
+
+
+def _print_reasons(console: Console, title: str, reasons: dict[str, int]) -> None:
+    if not reasons:
+        return
+    table = Table(title=title)
+    table.add_column("reason")
+    table.add_column("count", justify="right")
+    for reason, n in reasons.items():
+        table.add_row(reason, f"{n:,}")
+    console.print(table)

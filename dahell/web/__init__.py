@@ -1,0 +1,1 @@
+"""Static files of the status page, served by dahell.http."""
