@@ -19,9 +19,10 @@ tensor the model expects, exactly as transformers' `SiglipImageProcessor` does:
    normalise with the manifest's mean and std, channels first.
 
 JPEG draft mode (DCT-domain downscaling while decoding) is used only when the drafted image
-stays at least `DRAFT_MIN_FACTOR` times the model's input size in both dimensions; at that factor
-the largest per-pixel difference after preprocessing is within the parity bound (see
-models/README.md for the measurement).
+stays at least `DRAFT_MIN_FACTOR` (8) times the model's input size in both dimensions: the
+smallest factor that keeps the parity test's cosine >= 0.9999 (factor 4 gave 0.9994, 6 and 8
+0.99996 on the tiny model; see models/README.md). At 384 px that drafts only photos of 6144 px
+and more per side, the ones whose full decode costs most.
 
 `Embedder` runs the graph with the configured ONNX Runtime providers (those this onnxruntime
 offers, in the configured order), saves the optimised graph beside the model on the first load
@@ -63,7 +64,7 @@ __all__ = [
 MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
 #: JPEG draft mode only while the drafted image keeps >= this many times S pixels per side.
-DRAFT_MIN_FACTOR = 2
+DRAFT_MIN_FACTOR = 8
 EXPORT_HINT = "export one with `python -m dahell export-model --out {folder}`"
 REJECT_REASONS = frozenset({"not_an_image", "decode_error", "too_many_pixels"})
 _PIL_FORMATS = {
@@ -358,9 +359,9 @@ def _optimized_path(
 ) -> Path | None:
     """Where the optimised graph lives: beside the model, else a cache folder, else nowhere.
 
-    The name carries the providers asked for (a graph optimised after a fallback from CUDA to
-    CPU is kept under the name of the providers asked for), the onnxruntime version and the graph's hash, so a new
-    export or an upgraded onnxruntime never reuses a stale optimised graph.
+    The name carries the providers asked for (after a fallback from CUDA to CPU the graph
+    optimised for CPU is kept under that name), the onnxruntime version and the graph's hash,
+    so a new export or an upgraded onnxruntime never reuses a stale optimised graph.
     """
     version = ort.__version__.replace(".", "")
     name = (
