@@ -21,6 +21,8 @@ REJECT_REASONS: dict[str, str] = {
     "invalid_id": "the product id is not a positive integer",
     "invalid_field:": "a field has a value of the wrong type or out of range "
     "(NaN, infinity, negative, non-integer stock); the suffix names the field",
+    "internal_error": "the record model failed on this line (a bug: the detail names the "
+    "exception); the line is kept in rejects so it can be loaded again once fixed",
     "db_error:": "PostgreSQL refused the record; the suffix is the SQLSTATE "
     "(e.g. db_error:22P05 for text it cannot store)",
 }
@@ -41,6 +43,10 @@ EMBED_FAILURE_REASONS: dict[str, str] = {
     "decode_error": "the image is corrupt or truncated",
     "too_many_pixels": "the image is larger than vectorizer.max_image_pixels "
     "(a decompression bomb guard)",
+    "lease_expired": "vectorizer.max_attempts workers claimed the image and none finished it "
+    "(each was killed or crashed while holding it): given up, it may be what kills them",
+    "internal_error": "an unexpected error while preparing this image (a bug: the log has the "
+    "traceback); retried with backoff",
 }
 
 
