@@ -46,11 +46,12 @@ CREATE TABLE products (
     content_hash    bytea NOT NULL
 );
 CREATE INDEX products_supplier_idx ON products (supplier_id);
-CREATE INDEX products_title_trgm_idx ON products (lower(title) text_pattern_ops);
 
+-- No foreign keys on the loader's hot tables: per-row RI triggers cost more than the whole
+-- upsert, and the loader writes parents before children in one transaction anyway.
 CREATE TABLE product_categories (
-    product_id  bigint NOT NULL REFERENCES products (product_id) ON DELETE CASCADE,
-    category_id bigint NOT NULL REFERENCES categories (id) ON DELETE CASCADE,
+    product_id  bigint NOT NULL,
+    category_id bigint NOT NULL,
     PRIMARY KEY (product_id, category_id)
 );
 
@@ -122,7 +123,7 @@ CREATE INDEX product_embeddings_visual_hnsw ON product_embeddings
 
 -- Work state of the vectorizer: what still needs an embedding lives here, not in memory.
 CREATE TABLE embedding_jobs (
-    product_id      bigint PRIMARY KEY REFERENCES products (product_id) ON DELETE CASCADE,
+    product_id      bigint PRIMARY KEY,
     image_url       text,
     state           text NOT NULL DEFAULT 'pending'
                     CHECK (state IN ('pending', 'claimed', 'done', 'failed')),

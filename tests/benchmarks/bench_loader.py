@@ -1,0 +1,153 @@
+"""Loader benchmark: `python tests/benchmarks/bench_loader.py [--lines N]`.
+
+Generates N legacy lines (30% repeats of earlier products, some with a changed stock or price;
+SIMPLE and VARIABLE products shaped like the real samples), then in one run measures:
+
+- dahell: `python -m dahell load FILE` into a fresh embedded database, end to end;
+- seed-style: the previous system's algorithm (one transaction per line: a SELECT for existence,
+  then the supplier, warehouse, product and stock statements) on a sample of the lines;
+- plain COPY of the same product rows into an unindexed table (the ceiling).
+
+Prints lines/s for each and the ratios (targets: >= 45,000 lines/s, >= 30x seed-style,
+>= 50% of plain COPY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from dahell import db  # noqa: E402
+from tests.factories import catalog_lines  # noqa: E402
+
+SEED_SAMPLE = 2_000
+
+
+def generate(path: Path, n: int) -> None:
+    path.write_text("\n".join(catalog_lines(n)) + "\n", encoding="utf-8")
+
+
+def run_dahell_load(path: Path, data_dir: Path) -> tuple[float, dict[str, object]]:
+    """Time `dahell load` on a fresh, already initialised database (initdb is not loading)."""
+    env = {**os.environ, "DAHELL_PATHS__DATA_DIR": str(data_dir), "DAHELL_DATABASE__DSN": ""}
+    subprocess.run(
+        [sys.executable, "-m", "dahell", "migrate"], env=env, capture_output=True, check=True,
+        cwd=REPO,
+    )
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "dahell", "load", str(path), "--json"],
+        env=env, capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    return time.perf_counter() - started, json.loads(out.stdout)
+
+
+async def seed_style(dsn: str, lines: list[str]) -> float:
+    """One transaction per line, five statements, like the previous loader."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        """CREATE TABLE seed_suppliers (id bigint PRIMARY KEY, name text);
+           CREATE TABLE seed_warehouses (id bigint PRIMARY KEY);
+           CREATE TABLE seed_products (id bigint PRIMARY KEY, supplier_id bigint, name text,
+               sale_price numeric, suggested_price numeric, raw jsonb, updated_at timestamptz);
+           CREATE TABLE seed_stock (id bigserial PRIMARY KEY, product_id bigint,
+               warehouse_id bigint, stock bigint, at timestamptz)"""
+    )
+    started = time.perf_counter()
+    for line in lines:
+        rec = json.loads(line)
+        raw = rec["raw_json"]
+        async with conn.transaction():
+            await conn.fetchval("SELECT 1 FROM seed_products WHERE id = $1", raw["id"])
+            await conn.execute(
+                "INSERT INTO seed_suppliers VALUES ($1, $2) ON CONFLICT (id) DO UPDATE"
+                " SET name = excluded.name", raw["user"]["id"], raw["user"]["name"],
+            )
+            wid = rec.get("warehouse_id") or 0
+            await conn.execute(
+                "INSERT INTO seed_warehouses VALUES ($1) ON CONFLICT DO NOTHING", wid
+            )
+            await conn.execute(
+                "INSERT INTO seed_products VALUES ($1, $2, $3, $4, $5, $6, now())"
+                " ON CONFLICT (id) DO UPDATE SET name = excluded.name, raw = excluded.raw,"
+                " sale_price = excluded.sale_price, updated_at = now()",
+                raw["id"], raw["user"]["id"], raw["name"], raw.get("sale_price"),
+                raw.get("suggested_price"), json.dumps(raw),
+            )
+            await conn.execute(
+                "INSERT INTO seed_stock (product_id, warehouse_id, stock, at)"
+                " VALUES ($1, $2, $3, now())", raw["id"], wid, rec.get("stock") or 0,
+            )
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return elapsed
+
+
+async def plain_copy(dsn: str, lines: list[str]) -> float:
+    """COPY the product rows (parsed the same way) into an unindexed table."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "CREATE TABLE copy_products (id bigint, supplier_id bigint, name text,"
+        " sale_price numeric, suggested_price numeric, raw jsonb)"
+    )
+    started = time.perf_counter()
+    rows = []
+    for line in lines:
+        raw = json.loads(line)["raw_json"]
+        rows.append(
+            (raw["id"], raw["user"]["id"], raw["name"], raw.get("sale_price"),
+             raw.get("suggested_price"), json.dumps(raw))
+        )
+    await conn.copy_records_to_table("copy_products", records=rows)
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=200_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dahell-bench-") as tmp:
+        root = Path(tmp)
+        os.chmod(root, 0o755)
+        source = root / "raw_products_20251223.jsonl"
+        generate(source, args.lines)
+        size_mb = source.stat().st_size / 1e6
+        elapsed, summary = run_dahell_load(source, root / "data")
+        lines = source.read_text(encoding="utf-8").splitlines()
+        server = db.start_embedded(root / "baseline")
+        try:
+            seed_s = asyncio.run(seed_style(server.dsn, lines[:SEED_SAMPLE]))
+            copy_s = asyncio.run(plain_copy(server.dsn, lines))
+        finally:
+            server.stop()
+    dahell_rate = args.lines / elapsed
+    seed_rate = SEED_SAMPLE / seed_s
+    copy_rate = args.lines / copy_s
+    print(f"input: {args.lines:,} lines, {size_mb:.1f} MB; outcomes: "
+          f"inserted={summary['inserted']:,} updated={summary['updated']:,} "
+          f"unchanged={summary['unchanged']:,} rejected={summary['rejected']:,}")
+    print(f"{'method':<34}{'lines/s':>12}{'seconds':>10}")
+    print(f"{'dahell load (end to end)':<34}{dahell_rate:>12,.0f}{elapsed:>10.2f}")
+    print(f"{'seed-style (sample ' + str(SEED_SAMPLE) + ')':<34}{seed_rate:>12,.0f}{seed_s:>10.2f}")
+    print(f"{'plain COPY, unindexed':<34}{copy_rate:>12,.0f}{copy_s:>10.2f}")
+    print(f"dahell / seed-style: {dahell_rate / seed_rate:.1f}x (target >= 30x)")
+    print(f"dahell / plain COPY: {dahell_rate / copy_rate:.0%} (target >= 50%)")
+    print(f"dahell lines/s: {dahell_rate:,.0f} (target >= 45,000)")
+
+
+if __name__ == "__main__":
+    main()
