@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from dahell import __version__
+from dahell import __version__, similar
 from dahell.metrics import CONTENT_TYPE
 from dahell.status_command import gather_counts
 
@@ -112,8 +112,6 @@ class StatusServer:
         return web.Response(body=self.sup.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def similar(self, request: web.Request) -> web.Response:
-        from dahell import similar
-
         try:
             product_id = int(request.match_info["product_id"])
             k = max(1, min(100, int(request.query.get("k", "10"))))
@@ -126,8 +124,6 @@ class StatusServer:
         return json_response(similar.to_json(result))
 
     async def products(self, request: web.Request) -> web.Response:
-        from dahell import similar
-
         try:
             limit = max(1, min(200, int(request.query.get("limit", "24"))))
         except ValueError:

@@ -314,10 +314,8 @@ class Loader:
         async with self.pool.acquire() as conn, conn.transaction():
             # Asynchronous commit: a power cut can lose the last few batches, rows and
             # checkpoint together, and the next start loads them again from the journal.
-            await conn.execute(
-                "SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock(%d)"
-                % LOADER_LOCK_KEY
-            )
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOADER_LOCK_KEY)
             committed = await conn.fetchval(
                 "SELECT byte_offset FROM load_checkpoints WHERE source = $1 FOR UPDATE",
                 source.key,

@@ -43,13 +43,20 @@ def run_dahell_load(path: Path, data_dir: Path) -> tuple[float, dict[str, object
     """Time `dahell load` on a fresh, already initialised database (initdb is not loading)."""
     env = {**os.environ, "DAHELL_PATHS__DATA_DIR": str(data_dir), "DAHELL_DATABASE__DSN": ""}
     subprocess.run(
-        [sys.executable, "-m", "dahell", "migrate"], env=env, capture_output=True, check=True,
+        [sys.executable, "-m", "dahell", "migrate"],
+        env=env,
+        capture_output=True,
+        check=True,
         cwd=REPO,
     )
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "dahell", "load", str(path), "--json"],
-        env=env, capture_output=True, text=True, check=True, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     )
     return time.perf_counter() - started, json.loads(out.stdout)
 
@@ -73,7 +80,9 @@ async def seed_style(dsn: str, lines: list[str]) -> float:
             await conn.fetchval("SELECT 1 FROM seed_products WHERE id = $1", raw["id"])
             await conn.execute(
                 "INSERT INTO seed_suppliers VALUES ($1, $2) ON CONFLICT (id) DO UPDATE"
-                " SET name = excluded.name", raw["user"]["id"], raw["user"]["name"],
+                " SET name = excluded.name",
+                raw["user"]["id"],
+                raw["user"]["name"],
             )
             wid = rec.get("warehouse_id") or 0
             await conn.execute(
@@ -83,12 +92,19 @@ async def seed_style(dsn: str, lines: list[str]) -> float:
                 "INSERT INTO seed_products VALUES ($1, $2, $3, $4, $5, $6, now())"
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name, raw = excluded.raw,"
                 " sale_price = excluded.sale_price, updated_at = now()",
-                raw["id"], raw["user"]["id"], raw["name"], raw.get("sale_price"),
-                raw.get("suggested_price"), json.dumps(raw),
+                raw["id"],
+                raw["user"]["id"],
+                raw["name"],
+                raw.get("sale_price"),
+                raw.get("suggested_price"),
+                json.dumps(raw),
             )
             await conn.execute(
                 "INSERT INTO seed_stock (product_id, warehouse_id, stock, at)"
-                " VALUES ($1, $2, $3, now())", raw["id"], wid, rec.get("stock") or 0,
+                " VALUES ($1, $2, $3, now())",
+                raw["id"],
+                wid,
+                rec.get("stock") or 0,
             )
     elapsed = time.perf_counter() - started
     await conn.close()
@@ -107,8 +123,14 @@ async def plain_copy(dsn: str, lines: list[str]) -> float:
     for line in lines:
         raw = json.loads(line)["raw_json"]
         rows.append(
-            (raw["id"], raw["user"]["id"], raw["name"], raw.get("sale_price"),
-             raw.get("suggested_price"), json.dumps(raw))
+            (
+                raw["id"],
+                raw["user"]["id"],
+                raw["name"],
+                raw.get("sale_price"),
+                raw.get("suggested_price"),
+                json.dumps(raw),
+            )
         )
     await conn.copy_records_to_table("copy_products", records=rows)
     elapsed = time.perf_counter() - started
@@ -137,9 +159,11 @@ def main() -> None:
     dahell_rate = args.lines / elapsed
     seed_rate = SEED_SAMPLE / seed_s
     copy_rate = args.lines / copy_s
-    print(f"input: {args.lines:,} lines, {size_mb:.1f} MB; outcomes: "
-          f"inserted={summary['inserted']:,} updated={summary['updated']:,} "
-          f"unchanged={summary['unchanged']:,} rejected={summary['rejected']:,}")
+    print(
+        f"input: {args.lines:,} lines, {size_mb:.1f} MB; outcomes: "
+        f"inserted={summary['inserted']:,} updated={summary['updated']:,} "
+        f"unchanged={summary['unchanged']:,} rejected={summary['rejected']:,}"
+    )
     print(f"{'method':<34}{'lines/s':>12}{'seconds':>10}")
     print(f"{'dahell load (end to end)':<34}{dahell_rate:>12,.0f}{elapsed:>10.2f}")
     print(f"{'seed-style (sample ' + str(SEED_SAMPLE) + ')':<34}{seed_rate:>12,.0f}{seed_s:>10.2f}")
