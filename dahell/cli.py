@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"dahell: {exc}\n")
         return EXIT_USAGE
-    daemon = args.command in ("run", "demo")
+    daemon = args.command == "run"
     log_mod.configure(
         config.log.level if daemon else "warning",
         config.log.format,
