@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_arguments(export)
 
     backup = sub.add_parser("backup", help="pg_dump the database (custom format)")
-    backup.add_argument("--out", type=Path, help="folder for dumps (default <data_dir>/backups)")
-    backup.add_argument("--keep", type=int, default=7, help="dumps to keep (default 7)")
+    _add_backup_arguments(backup)
 
     demo = sub.add_parser("demo", help="the whole pipeline against a local Dropi simulator")
     demo.add_argument("--products", type=int, default=300, help="catalog size (default 300)")
@@ -70,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    from dahell import backup
+
+    backup.add_arguments(parser)
+
+
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default="google/siglip-so400m-patch14-384",
-        help="model id (from the local Hugging Face cache) or folder",
-    )
-    parser.add_argument("--out", type=Path, help="output folder")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    from dahell import export
+
+    export.add_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
