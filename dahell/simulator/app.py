@@ -50,6 +50,7 @@ class Faults:
     require_browser_headers: bool = True  # 403 without a browser User-Agent and Origin
     latency_s: float | None = None  # overrides SimulatorConfig.latency_s
     fail_login: bool = False  # every login answers "wrong password"
+    clock_skew_s: float = 0.0  # the API's clock runs ahead: tokens expire early for the client
 
 
 @dataclass
@@ -304,7 +305,7 @@ class Simulator:
         claims = verify_jwt(header.removeprefix("Bearer ").strip(), self._secret)
         if claims is None or claims.get("scope") != "full":
             message = "Unauthorized"
-        elif float(claims.get("exp", 0)) <= time.time():
+        elif float(claims.get("exp", 0)) <= time.time() + self.faults.clock_skew_s:
             message = AUTH_MESSAGE
         else:
             return None
@@ -379,6 +380,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return {}
+    except ConnectionResetError:  # the page navigated away mid-request
+        raise web.HTTPBadRequest() from None
     return body if isinstance(body, dict) else {}
 
 

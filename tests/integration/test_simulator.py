@@ -135,6 +135,13 @@ async def test_expired_token_answers_401_token_is_expired(
     assert body == {"isSuccess": False, "message": "Token is Expired", "status": 401}
 
 
+async def test_clock_skew_expires_tokens_early(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    token = await token_for(http, sim)
+    sim.faults.clock_skew_s = 5 * 3600
+    status, _, body = await fetch_page(http, sim, token, 0, 10)
+    assert (status, body["message"]) == (401, "Token is Expired")
+
+
 async def test_forged_token_is_unauthorized(sim: Simulator, http: aiohttp.ClientSession) -> None:
     token = await token_for(http, sim)
     status, _, body = await fetch_page(http, sim, token[:-3] + "AAA", 0, 10)
