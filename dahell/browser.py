@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dahell.errors import DahellError
+from dahell.errors import StageParked
 
 _PLAYWRIGHT_GLOBS = (
     "chromium-*/chrome-linux*/chrome",
@@ -19,8 +19,11 @@ _PLAYWRIGHT_GLOBS = (
 )
 
 
-class BrowserNotFound(DahellError):
-    """Neither Playwright's Chromium nor a system `chromium` is installed."""
+class BrowserNotFound(StageParked):
+    """Neither Playwright's Chromium nor a system `chromium` is installed: a human must fix it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("browser_missing", detail)
 
 
 def _playwright_browsers_dir() -> Path:

@@ -277,7 +277,7 @@ def _env_overrides(env: Mapping[str, str], file: Path | None) -> dict[str, tuple
         dotted = f"{section}.{key}"
         if dotted in found and not from_file:
             continue  # the _FILE variant wins over the plain one
-        found[dotted] = (_convert(fields[key], raw, name), f"environment {name}")
+        found[dotted] = (_convert(fields[key], raw, name, dotted), f"environment {name}")
     return found
 
 
@@ -297,7 +297,7 @@ def _read_secret_file(name: str, path: str) -> str:
         raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
 
 
-def _convert(annotation: Any, raw: str, name: str) -> Any:
+def _convert(annotation: Any, raw: str, name: str, dotted: str) -> Any:
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     try:
         if getattr(annotation, "__origin__", None) is list:
@@ -308,7 +308,8 @@ def _convert(annotation: Any, raw: str, name: str) -> Any:
         return adapter.validate_strings(raw)
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"]
-        raise ConfigError(f"{name}: {msg} (got {raw!r})") from None
+        shown = "***" if dotted in SECRET_KEYS else repr(raw)
+        raise ConfigError(f"{dotted}: {msg} (got {shown}, from environment {name})") from None
 
 
 def _describe(exc: ValidationError, where: str, origins: dict[str, str]) -> str:

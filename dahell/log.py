@@ -17,7 +17,9 @@ from typing import Any, TextIO
 import structlog
 
 REDACTED = "***"
-_SECRET_FIELD = re.compile(r"pass(word)?|secret|token|authorization|api_key|dsn|cookie", re.I)
+_SECRET_FIELD = re.compile(
+    r"password|passwd|^pass$|secret|token|authorization|api_key|dsn|cookie|webhook", re.I
+)
 # user:password@ inside URLs and DSNs.
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^@/\s]+(?=@)", re.I)
 # "Bearer <jwt>" anywhere in free text.
