@@ -159,6 +159,8 @@ def export_model(
             }
             text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
             (out / "manifest.json").write_text(text, encoding="utf-8")
+            for stale in out.glob("model.*.optimized.onnx"):  # graphs optimised from an old export
+                stale.unlink(missing_ok=True)
     log.info("export_done", out=str(out), precision=precision, dim=info["dim"])
     return out
 
