@@ -198,7 +198,7 @@ def preprocess(data: bytes, manifest: ModelManifest, max_pixels: int) -> npt.NDA
             with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
                 _check_pixels(img, max_pixels)
                 _maybe_draft(img, size)
-                rgb = _to_rgb(ImageOps.exif_transpose(img))
+                rgb = _to_rgb(_upright(img))
                 resized = rgb.resize((size, size), Image.Resampling.BICUBIC)
     except ImageRejected:
         raise
@@ -223,6 +223,13 @@ def _maybe_draft(img: Image.Image, size: int) -> None:
         # Pillow picks the largest scale that keeps both sides >= the requested size.
         target = size * DRAFT_MIN_FACTOR
         img.draft(img.mode, (target, target))
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; skip `exif_transpose`'s full copy when there is none."""
+    if img.getexif().get(0x0112, 1) in (0, 1):
+        return img
+    return ImageOps.exif_transpose(img)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
