@@ -223,13 +223,12 @@ class Supervisor:
             return await self._crashed(rt, "stalled", "no progress within stall_timeout_s")
         exc = task.exception()
         if exc is None:
-            if self.stopping.is_set() or self.exit_when_idle:
+            if self.stopping.is_set():
                 rt.done = True
-                rt.ctx.idle = True
-                self._set_state(
-                    rt, StageState.STOPPED if self.stopping.is_set() else StageState.IDLE
-                )
+                self._set_state(rt, StageState.STOPPED)
                 return "stop"
+            if self.exit_when_idle:
+                return await self._idle_until_more_work(rt)
             return await self._crashed(rt, "returned", "the stage returned unexpectedly")
         if isinstance(exc, StageParked):
             return await self._park(rt, exc)
@@ -238,6 +237,33 @@ class Supervisor:
         detail = f"{type(exc).__name__}: {exc}"
         self.log.error("stage_crashed", stage=rt.name, error=detail, exc_info=exc)
         return await self._crashed(rt, "crashed", detail)
+
+    async def _idle_until_more_work(self, rt: StageRuntime) -> str:
+        """`--exit-when-idle`: a stage that ran out of work returned.
+
+        A source (no inbox: the scraper after its pass) is done. A stage fed by others is done
+        only when they are; until then it is run again as soon as a message arrives for it.
+        """
+        rt.ctx.idle = True
+        self._set_state(rt, StageState.IDLE)
+        while rt.ctx.inbox is not None and not self.stopping.is_set():
+            feeders = [o for o in self.runtimes.values() if o is not rt and not self._settled(o)]
+            if not feeders and rt.ctx.inbox.empty():
+                break
+            if not rt.ctx.inbox.empty():
+                return "restart"
+            rt.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.wake.wait(), timeout=0.5)
+        rt.done = True
+        return "stop"
+
+    def _settled(self, rt: StageRuntime) -> bool:
+        """Done, or idle with nothing queued, or unable to run: produces no more work now."""
+        if rt.done or rt.state in (StageState.PARKED, StageState.FAILED):
+            return True
+        queue = rt.ctx.inbox
+        return rt.ctx.idle and not rt.ctx.busy_depth and (queue is None or queue.empty())
 
     async def _crashed(self, rt: StageRuntime, kind: str, detail: str) -> str:
         rt.last_error = detail
@@ -404,12 +430,7 @@ class Supervisor:
     def _all_idle(self) -> bool:
         if any(not q.empty() for q in self.queues.values()):
             return False
-        for rt in self.runtimes.values():
-            if rt.state in (StageState.PARKED, StageState.FAILED) or rt.done:
-                continue
-            if rt.state != StageState.RUNNING or not rt.ctx.idle or rt.ctx.busy_depth:
-                return False
-        return True
+        return all(self._settled(rt) for rt in self.runtimes.values())
 
     async def _systemd_watchdog(self) -> None:
         while True:
