@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import random
 import signal
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -202,6 +202,8 @@ class Supervisor:
             except asyncio.CancelledError:
                 if self.stopping.is_set() or rt.task.cancelled() is False:
                     raise
+            except Exception:  # the stage crashed: _after_run reads task.exception()
+                pass
             outcome = await self._after_run(rt)
             if outcome == "stop":
                 return
@@ -377,15 +379,14 @@ class Supervisor:
         if not rt.ctx.has_work or silent <= timeout:
             return
         rt.stalled = True
-        stack = io.StringIO()
-        rt.task.print_stack(file=stack)
+        stack = task_stack(rt.task)
         self._set_state(rt, StageState.STALLED, reason="no_progress")
         self.log.error(
             "stage_stalled",
             stage=rt.name,
             silent_s=round(silent, 1),
             stall_timeout_s=timeout,
-            stack=stack.getvalue(),
+            stack=stack,
         )
         rt.task.cancel()
 
@@ -528,6 +529,29 @@ class Supervisor:
             "counters": counters,
             **rt.ctx.status_extra,
         }
+
+
+def task_stack(task: asyncio.Task[Any]) -> str:
+    """Where a task is suspended, through every coroutine it awaits (innermost last).
+
+    `Task.print_stack()` shows only the task's outermost coroutine (here `_run_stage`), never
+    the stage code that hangs; follow `cr_await` down the chain instead.
+    """
+    frames = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(frames) < 100:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        frame = frame or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        awaited = (
+            getattr(awaited, "cr_await", None)
+            or getattr(awaited, "gi_yieldfrom", None)
+            or getattr(awaited, "ag_await", None)
+        )
+    lines = traceback.StackSummary.extract(frames).format()
+    return f"Stack for task {task.get_name()} (most recent call last):\n" + "".join(lines)
 
 
 def _changed_keys(old: config_mod.Config, new: config_mod.Config) -> set[str]:

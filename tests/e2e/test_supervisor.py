@@ -1,0 +1,296 @@
+"""The real Supervisor, in-process, driving stages that misbehave on purpose.
+
+The faults live here, in test stages: one that hangs while it has work, one that refuses to
+die when cancelled, one that crashes every time. The stall timeout is read from the config
+section named like the stage, so the test stages are called "loader" and "vectorizer".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import structlog
+
+from dahell import config as config_mod
+from dahell.http import StatusServer
+from dahell.stages.base import Context, StageState
+from dahell.supervisor import Supervisor
+from tests.e2e.conftest import free_port
+
+MakeConfig = Callable[..., config_mod.Config]
+FAST = {
+    "SUPERVISOR__BACKOFF_INITIAL_S": "0.01",
+    "SUPERVISOR__BACKOFF_MAX_S": "0.05",
+    "SUPERVISOR__SHUTDOWN_TIMEOUT_S": "2",
+}
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event, at every level, while the test runs."""
+    old = structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**old)
+
+
+@pytest.fixture
+async def signals_restored() -> AsyncIterator[None]:
+    """Supervisor.run() installs signal handlers on the (shared) loop: take them off after."""
+    yield
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
+
+
+def events(logs: list[dict[str, Any]], name: str, **fields: Any) -> list[dict[str, Any]]:
+    return [
+        e for e in logs if e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
+    ]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        await asyncio.sleep(0.02)
+
+
+async def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(url) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+# --- test stages ---------------------------------------------------------------------------
+
+
+class HangingStage:
+    """Has work and stops making progress on its first run; behaves afterwards."""
+
+    name = "loader"
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+        self.recovered = asyncio.Event()
+
+    async def run(self, ctx: Context) -> None:
+        self.started.append(time.monotonic())
+        if len(self.started) == 1:
+            async with ctx.working():
+                await self.hang_forever()
+        self.recovered.set()
+        while not await ctx.sleep(0.1):
+            ctx.count("inserted")
+
+    async def hang_forever(self) -> None:
+        await asyncio.Event().wait()
+
+
+class StubbornStage:
+    """Hangs while it has work and swallows the watchdog's cancellation: it stays stalled."""
+
+    name = "loader"
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    async def run(self, ctx: Context) -> None:
+        async with ctx.working():
+            while True:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    self.cancels += 1
+                    if self.cancels > 1:  # shutdown insists
+                        raise
+
+
+class CrashingStage:
+    name = "loader"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, ctx: Context) -> None:
+        self.runs += 1
+        await asyncio.sleep(0)
+        raise RuntimeError(f"boom #{self.runs}")
+
+
+class SteadyStage:
+    """Works and heartbeats until shutdown."""
+
+    name = "vectorizer"
+
+    async def run(self, ctx: Context) -> None:
+        while not await ctx.sleep(0.05):
+            ctx.count("done")
+
+
+# --- stalls --------------------------------------------------------------------------------
+
+
+async def test_a_hanging_stage_is_restarted_within_its_stall_timeout_with_its_stack_logged(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    config = make_config(LOADER__STALL_TIMEOUT_S="1", **FAST)
+    stage = HangingStage()
+    supervisor = Supervisor(config, [stage], pool)
+    seen: list[tuple[str, bool, list[str]]] = []
+    supervisor.on_state_change = lambda name, old, new, reason: seen.append(
+        (new, *supervisor.healthy())
+    )
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await asyncio.wait_for(stage.recovered.wait(), timeout=10)
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=10)
+    assert code == 0
+
+    # Restarted within its stall timeout (1 s), plus the watchdog's 1 s tick and the backoff.
+    assert len(stage.started) == 2
+    assert stage.started[1] - stage.started[0] < 1.0 + 1.0 + 1.0
+    (stalled,) = events(logs, "stage_stalled", stage="loader")
+    assert stalled["stall_timeout_s"] == 1.0 and stalled["silent_s"] >= 1.0
+    assert "hang_forever" in stalled["stack"], stalled["stack"]
+    assert "test_supervisor.py" in stalled["stack"]
+    (restarted,) = events(logs, "stage_restarted", stage="loader")
+    assert restarted["reason"] == "stalled" and restarted["restarts"] == 1
+    rt = supervisor.runtimes["loader"]
+    assert rt.restarts == 1 and rt.last_error == "no progress within stall_timeout_s"
+    assert supervisor.stage_view(rt)["counters"].get("inserted", 0) >= 0
+    # While it was stalled, the process was unhealthy; afterwards healthy again.
+    states = [s for s, _, _ in seen]
+    assert states[:4] == ["running", "stalled", "backoff", "running"], states
+    at_stall = seen[1]
+    assert at_stall[1] is False and at_stall[2] == ["stage loader is stalled: no_progress"]
+    assert seen[3][1] is True
+
+
+async def test_healthz_answers_503_while_a_stage_is_stalled(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    port = free_port()
+    config = make_config(LOADER__STALL_TIMEOUT_S="1", HTTP__LISTEN=f"127.0.0.1:{port}", **FAST)
+    stage = StubbornStage()
+    supervisor = Supervisor(config, [stage, SteadyStage()], pool)
+    server = StatusServer(supervisor)
+    await server.start()
+    running = asyncio.create_task(supervisor.run())
+    try:
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and body["healthy"] is True
+        loader = supervisor.runtimes["loader"]
+        await until(lambda: loader.state == StageState.STALLED, what="a stalled loader")
+        await until(lambda: stage.cancels == 1, what="the watchdog's cancel")
+        await asyncio.sleep(0.2)  # the cancel was swallowed: it stays stalled
+        assert loader.state == StageState.STALLED
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 503
+        assert body["healthy"] is False
+        assert body["reasons"] == ["stage loader is stalled: no_progress"]
+        assert body["stages"] == {"loader": "stalled", "vectorizer": "running"}
+        assert events(logs, "stage_stalled", stage="loader")
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+        await server.close()
+    assert code == 0
+
+
+# --- crash loops ---------------------------------------------------------------------------
+
+
+async def test_a_crash_loop_reaches_failed_and_exit_policy_returns_non_zero(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    config = make_config(SUPERVISOR__MAX_RESTARTS="2", SUPERVISOR__ON_STAGE_FAILURE="exit", **FAST)
+    crashing, steady = CrashingStage(), SteadyStage()
+    supervisor = Supervisor(config, [crashing, steady], pool)
+    code = await asyncio.wait_for(supervisor.run(), timeout=15)
+
+    assert code != 0
+    assert crashing.runs == 3  # the first run and max_restarts restarts
+    rt = supervisor.runtimes["loader"]
+    assert rt.state == StageState.FAILED and rt.restarts == 2
+    assert rt.last_error == "RuntimeError: boom #3"
+    (failed,) = events(logs, "stage_failed", stage="loader")
+    assert failed["policy"] == "exit" and failed["max_restarts"] == 2
+    assert len(events(logs, "stage_crashed", stage="loader")) == 3
+    backoffs = [e["backoff_s"] for e in events(logs, "stage_restarted", stage="loader")]
+    assert len(backoffs) == 2 and all(b <= 0.05 for b in backoffs)
+    # Everything else was stopped cleanly.
+    assert supervisor.runtimes["vectorizer"].state == StageState.STOPPED
+    assert events(logs, "shutdown_requested", exit_code=code)
+
+
+async def test_a_failed_stage_under_degrade_leaves_the_rest_running_and_healthz_503(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    port = free_port()
+    config = make_config(
+        SUPERVISOR__MAX_RESTARTS="2",
+        SUPERVISOR__ON_STAGE_FAILURE="degrade",
+        HTTP__LISTEN=f"127.0.0.1:{port}",
+        **FAST,
+    )
+    crashing = CrashingStage()
+    supervisor = Supervisor(config, [crashing, SteadyStage()], pool)
+    server = StatusServer(supervisor)
+    await server.start()
+    running = asyncio.create_task(supervisor.run())
+    try:
+        loader, vectorizer = supervisor.runtimes["loader"], supervisor.runtimes["vectorizer"]
+        await until(lambda: loader.state == StageState.FAILED, what="a failed loader")
+        done_before = vectorizer.ctx.counters[("done", "")]
+        await asyncio.sleep(0.5)
+        assert not running.done()  # degrade: the process goes on
+        assert vectorizer.state == StageState.RUNNING
+        assert vectorizer.ctx.counters[("done", "")] > done_before  # and so does the work
+        assert crashing.runs == 3  # a failed stage is not restarted again
+
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 503
+        assert body["stages"] == {"loader": "failed", "vectorizer": "running"}
+        assert len(body["reasons"]) == 1
+        assert body["reasons"][0].startswith("stage loader is failed: RuntimeError: boom #3")
+        assert supervisor.healthy()[0] is False
+        (failed,) = events(logs, "stage_failed", stage="loader")
+        assert failed["policy"] == "degrade"
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+        await server.close()
+    assert code == 0
+    assert supervisor.runtimes["loader"].state == StageState.FAILED  # kept, for the record
