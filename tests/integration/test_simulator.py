@@ -89,6 +89,9 @@ async def test_next_pass_moves_some_stock_and_keeps_ids() -> None:
     assert 10 <= changed <= 100
 
 
+@pytest.mark.skipif(
+    not (SAMPLES / "sample-api-response.json").exists(), reason="shared/dropi samples not beside"
+)
 async def test_products_have_the_real_samples_keys(sim: Simulator) -> None:
     sample = json.loads((SAMPLES / "sample-api-response.json").read_text(encoding="utf-8"))
     real = {p["type"]: set(p) for p in sample["objects"]}
