@@ -181,6 +181,7 @@ async def test_kill_9_mid_load_then_restart_loads_every_line_exactly_once(
     for name in HISTORY:
         rows = resumed[f"{name}_rows"]
         assert rows == clean[f"{name}_rows"], f"{name} differs from a clean run"
+        assert len(rows) == len(set(rows)), f"duplicate {name} rows"
     assert resumed["products"] > 0 and resumed["product_stock_log"] > 0
 
 

@@ -180,7 +180,6 @@ async def test_a_hanging_stage_is_restarted_within_its_stall_timeout_with_its_st
     assert restarted["reason"] == "stalled" and restarted["restarts"] == 1
     rt = supervisor.runtimes["loader"]
     assert rt.restarts == 1 and rt.last_error == "no progress within stall_timeout_s"
-    assert supervisor.stage_view(rt)["counters"].get("inserted", 0) >= 0
     # While it was stalled, the process was unhealthy; afterwards healthy again.
     states = [s for s, _, _ in seen]
     assert states[:4] == ["running", "stalled", "backoff", "running"], states
