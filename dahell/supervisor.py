@@ -537,7 +537,7 @@ def task_stack(task: asyncio.Task[Any]) -> str:
     `Task.print_stack()` shows only the task's outermost coroutine (here `_run_stage`), never
     the stage code that hangs; follow `cr_await` down the chain instead.
     """
-    frames = []
+    frames: list[Any] = []
     awaited: Any = task.get_coro()
     while awaited is not None and len(frames) < 100:
         frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
