@@ -108,6 +108,25 @@ async def test_bad_rows_do_not_reject_their_batch(
     assert reject["line_no"] == 21 and reject["reason"] == "db_error:22003"
 
 
+async def test_a_split_batch_writes_each_part_once(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path
+) -> None:
+    """Isolating a refused row applies the batch in parts within one transaction: a later part
+    must not write an earlier part's staged rows again (over the newer values)."""
+    lines = [legacy_line(simple_product(i), "2025-12-23T01:00:00") for i in range(1, 41)]
+    lines[29] = legacy_line(simple_product(2, price=61_000), "2025-12-23T03:00:00")
+    poisoned = simple_product(35, price=10**12, suggested_price=None)  # numeric(14,2) overflow
+    lines[34] = legacy_line(poisoned, "2025-12-23T01:00:00")
+    report = await load(pool, config, write(tmp_path / "split.jsonl", lines))
+    assert dict(report.stats.rejected_by_reason) == {"db_error:22003": 1}
+    assert await pool.fetchval("SELECT sale_price FROM products WHERE product_id = 2") == 61_000
+    prices = await pool.fetch(
+        "SELECT sale_price FROM price_history WHERE product_id = 2 ORDER BY captured_at"
+    )
+    assert [r["sale_price"] for r in prices] == [50_000, 61_000]
+    assert await pool.fetchval("SELECT count(*) FROM price_history") == 39
+
+
 async def test_latin1_and_mixed_encodings_are_decoded(
     pool: asyncpg.Pool, config: Config, tmp_path: Path
 ) -> None:
