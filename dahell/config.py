@@ -35,6 +35,7 @@ LIVE_KEYS = frozenset(
         "loader.batch_size",
         "loader.batch_max_wait_s",
         "loader.stall_timeout_s",
+        "loader.parse_processes",
         "scraper.request_interval_s",
         "scraper.pass_interval_s",
         "scraper.page_size",
@@ -91,6 +92,7 @@ class LoaderConfig(Section):
     reject_raw_max_bytes: int = Field(64 * 1024, ge=0)
     incomplete_line_grace_s: float = Field(300.0, ge=0)
     stall_timeout_s: float = Field(120.0, gt=0)
+    parse_processes: int = Field(1, ge=0, le=64)
 
 
 class JournalConfig(Section):

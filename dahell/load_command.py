@@ -35,8 +35,11 @@ async def load_files(config: Config, files: list[Path], *, as_json: bool) -> int
     async with db.database(config) as database:
         loader = Loader(database.pool, lambda: config, log)
         show_progress = not as_json and sys.stderr.isatty()
-        for path in files:
-            reports.append(await _load_one(loader, path, show_progress))
+        try:
+            for path in files:
+                reports.append(await _load_one(loader, path, show_progress))
+        finally:
+            await loader.close()
     total = LoadStats()
     for report in reports:
         total.add(report.stats)

@@ -34,9 +34,12 @@ from dahell.catalog_store import Unit, apply_batch, ensure_staging
 from dahell.config import Config
 from dahell.errors import InputUnreadable
 from dahell.journal import RawLine, journal_files, journal_name, open_source, read_lines
+from dahell.parse_pool import ParsePool, ParsePoolBroken
 from dahell.stages.base import Context, EmbedNudge, JournalBatch
 
 HEAD_BYTES = 4096
+#: Smaller sources are parsed in the loader's own thread: starting workers would cost more.
+PARALLEL_PARSE_MIN_BYTES = 8 * 1024 * 1024
 # Serialises loaders across processes: history rows depend on the state before each batch.
 LOADER_LOCK_KEY = 0x6461_6865_6C6C_01
 DATA_ERROR_CLASSES = ("21", "22", "23", "54")
@@ -165,6 +168,27 @@ class Loader:
         self.config_getter = config_getter
         self.log = log
         self.on_batch = on_batch
+        self._parse_pool: ParsePool | None = None
+
+    async def close(self) -> None:
+        """Stop the parse workers, if any were started."""
+        if self._parse_pool is not None:
+            pool, self._parse_pool = self._parse_pool, None
+            await asyncio.to_thread(pool.close)
+
+    def _parse_pool_for(self, remaining_bytes: int) -> ParsePool | None:
+        """Worker processes for a large source (started on first use, kept for the next)."""
+        processes = self.config.loader.parse_processes
+        if processes == 0 or remaining_bytes < PARALLEL_PARSE_MIN_BYTES:
+            return None
+        current = self._parse_pool
+        if current is not None and (current.broken or current.processes != processes):
+            current.close()
+            self._parse_pool = None
+        if self._parse_pool is None:
+            self._parse_pool = ParsePool(processes)
+            self.log.info("parse_workers_started", processes=processes)
+        return self._parse_pool
 
     @property
     def config(self) -> Config:
@@ -215,7 +239,8 @@ class Loader:
         lines = read_lines(
             fh, source.offset, source.line_no, max_line_bytes=self.config.loader.max_line_bytes
         )
-        reader = _ChunkReader(lines, source, self.config)
+        remaining = await asyncio.to_thread(_remaining_bytes, fh, source.offset)
+        reader = _ChunkReader(lines, source, self.config, self._parse_pool_for(remaining), self.log)
         next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
         while True:
             chunk = await next_chunk
@@ -293,16 +318,8 @@ class Loader:
         if fresh[0].start != source.offset or not _contiguous(fresh):
             report = await self.load_path(path, live=True)  # a gap: read the file itself
             return report.stats
-        items: list[_Item] = []
-        line_no, offset = source.line_no, source.offset
-        for batch in fresh:
-            for data in batch.lines:
-                end = offset + len(data) + 1
-                line = RawLine(data, offset, end, line_no, True)
-                items.extend(_parse(line, self.config))
-                offset, line_no = end, line_no + 1
+        chunk = await asyncio.to_thread(_parse_batches, fresh, source, self.config)
         report = FileReport(str(path))
-        chunk = _Chunk(items, source.offset, offset, line_no)
         await self._commit(source, chunk, report)
         return report.stats
 
@@ -457,30 +474,70 @@ class Loader:
 
 
 class _ChunkReader:
-    """Reads and parses lines into chunks of about `loader.batch_size` units (in a thread)."""
+    """Reads and parses lines into chunks of about `loader.batch_size` units (in a thread).
 
-    def __init__(self, lines: Iterator[RawLine], source: _Source, config: Config) -> None:
+    With a parse pool, the chunk's lines are parsed in worker processes; should a worker die,
+    this chunk and the rest are parsed here instead (logged once as `parse_workers_failed`).
+    """
+
+    def __init__(
+        self,
+        lines: Iterator[RawLine],
+        source: _Source,
+        config: Config,
+        parse_pool: ParsePool | None = None,
+        log: Any = None,
+    ) -> None:
         self.lines = lines
         self.source = source
         self.config = config
+        self.parse_pool = parse_pool
+        self.log = log
         self.offset = source.offset
         self.line_no = source.line_no
         self.pending_tail_bytes = 0
         self.tail_note = ""
 
     def next_chunk(self) -> _Chunk | None:
-        items: list[_Item] = []
         start, limit = self.offset, self.config.loader.batch_size
-        for line in self.lines:
-            if not line.terminated and self._leave_for_later(line):
-                break
-            items.extend(_parse(line, self.config))
-            self.offset, self.line_no = line.end, line.line_no + 1
-            if len(items) >= limit:
-                break
+        if self.parse_pool is not None:
+            taken = list(itertools.islice(self._lines_to_parse(), limit))
+            items = [item for line, outs in self._parse_many(taken) for item in _items(line, outs)]
+        else:
+            items = []
+            for line in self._lines_to_parse():
+                items.extend(_items(line, _parse_one(line, self.config)))
+                if len(items) >= limit:
+                    break
         if self.offset == start:
             return None
         return _Chunk(items, start, self.offset, self.line_no)
+
+    def _lines_to_parse(self) -> Iterator[RawLine]:
+        for line in self.lines:
+            if not line.terminated and self._leave_for_later(line):
+                return
+            self.offset, self.line_no = line.end, line.line_no + 1
+            yield line
+
+    def _parse_many(self, lines: list[RawLine]) -> list[tuple[RawLine, list[dropi.Outcome]]]:
+        loader = self.config.loader
+        wanted = [line for line in lines if not line.too_long]
+        if self.parse_pool is not None:
+            try:
+                parsed = self.parse_pool.parse(
+                    [line.data for line in wanted], loader.image_base_url, loader.max_line_bytes
+                )
+            except ParsePoolBroken as exc:
+                if self.log is not None:
+                    self.log.warning("parse_workers_failed", detail=str(exc))
+                self.parse_pool = None
+            else:
+                by_line = dict(zip((id(line) for line in wanted), parsed, strict=True))
+                return [
+                    (line, by_line.get(id(line)) or _parse_one(line, self.config)) for line in lines
+                ]
+        return [(line, _parse_one(line, self.config)) for line in lines]
 
     def _leave_for_later(self, line: RawLine) -> bool:
         """An unterminated last line of a file still being written waits for its newline."""
@@ -498,15 +555,39 @@ class _ChunkReader:
         return True
 
 
-def _parse(line: RawLine, config: Config) -> list[_Item]:
+def _parse_batches(batches: list[JournalBatch], source: _Source, config: Config) -> _Chunk:
+    """Journal batches starting at the source's checkpoint, parsed into one chunk."""
+    items: list[_Item] = []
+    line_no, offset = source.line_no, source.offset
+    for batch in batches:
+        for data in batch.lines:
+            end = offset + len(data) + 1
+            line = RawLine(data, offset, end, line_no, True)
+            items.extend(_items(line, _parse_one(line, config)))
+            offset, line_no = end, line_no + 1
+    return _Chunk(items, source.offset, offset, line_no)
+
+
+def _remaining_bytes(fh: IO[bytes], offset: int) -> int:
+    """Bytes left to read past `offset` (for a gzip file, its compressed size: a lower bound)."""
+    try:
+        return max(0, os.fstat(fh.fileno()).st_size - offset)
+    except (OSError, AttributeError, ValueError):
+        return 0
+
+
+def _parse_one(line: RawLine, config: Config) -> list[dropi.Outcome]:
     if line.too_long:
         size = line.end - line.offset - (1 if line.terminated else 0)
-        return [_Item(line, dropi.Rejection("line_too_long", f"{size} bytes"))]
-    outcomes = dropi.parse_line(
+        return [dropi.Rejection("line_too_long", f"{size} bytes")]
+    return dropi.parse_line(
         line.data,
         image_base_url=config.loader.image_base_url,
         max_line_bytes=config.loader.max_line_bytes,
     )
+
+
+def _items(line: RawLine, outcomes: list[dropi.Outcome]) -> list[_Item]:
     if not line.terminated and len(outcomes) == 1:
         only = outcomes[0]
         if isinstance(only, dropi.Rejection) and only.reason == "invalid_json":
@@ -599,6 +680,12 @@ class LoaderStage:
 
     async def run(self, ctx: Context) -> None:
         loader = Loader(ctx.pool, lambda: ctx.config, ctx.log, on_batch=self._reporter(ctx))
+        try:
+            await self._serve(ctx, loader)
+        finally:
+            await loader.close()
+
+    async def _serve(self, ctx: Context, loader: Loader) -> None:
         await self._replay(ctx, loader)
         last_scan = last_retention = time.monotonic()
         await self._retention(ctx)

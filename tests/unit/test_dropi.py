@@ -613,3 +613,35 @@ def test_latin1_document_is_parsed_whole() -> None:
     assert outcomes[0].title == "Camión"
     assert parse_document(b"", image_base_url=BASE) is None
     assert parse_document(b'{"id": 1}\n{"id": 2}\n', image_base_url=BASE) is None
+
+
+def test_parse_line_known_answers_an_unchanged_repeat_with_seen() -> None:
+    from tests.factories import legacy_line, simple_product
+
+    hashes: dict[int, bytes] = {}
+
+    def known(line: str) -> list[Any]:
+        return dropi.parse_line_known(
+            line.encode(),
+            image_base_url="https://cdn.test/",
+            max_line_bytes=10**6,
+            last_hashes=hashes,
+        )
+
+    first = known(legacy_line(simple_product(5), "2025-12-23T01:00:00"))
+    assert isinstance(first[0], dropi.ProductRecord) and hashes == {5: first[0].content_hash}
+    again = known(legacy_line(simple_product(5), "2025-12-23T02:00:00"))
+    assert again == [dropi.Seen(5, datetime(2025, 12, 23, 2, tzinfo=UTC), first[0].content_hash)]
+    changed = known(legacy_line(simple_product(5, stock=4), "2025-12-23T03:00:00"))
+    assert isinstance(changed[0], dropi.ProductRecord) and hashes[5] == changed[0].content_hash
+    plain = dropi.parse_line(
+        legacy_line(simple_product(5, stock=4), "2025-12-23T03:00:00").encode(),
+        image_base_url="https://cdn.test/",
+        max_line_bytes=10**6,
+    )
+    assert changed == plain
+    # responses, rejects and junk take the general path, never a Seen
+    response = json.dumps({"objects": [simple_product(5, stock=4)]})
+    assert isinstance(known(response)[0], dropi.ProductRecord)
+    assert known("{bad") == [dropi.Rejection("invalid_json", known("{bad")[0].detail)]
+    assert known(json.dumps({"id": "x"}))[0].reason == "invalid_id"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dahell.dropi import ProductRecord, Rejection, parse_line
+from dahell.dropi import ProductRecord, Rejection, Seen, parse_line, parse_line_known
 from dahell.reasons import is_known_reject
 
 BASE = "https://cdn.example/"
@@ -97,8 +97,8 @@ def parse(data: bytes) -> list[ProductRecord | Rejection]:
 def strings_in(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [s for f in dataclasses.fields(value) for s in strings_in(getattr(value, f.name))]
+    if isinstance(value, msgspec.Struct):
+        return [s for f in value.__struct_fields__ for s in strings_in(getattr(value, f))]
     if isinstance(value, (tuple, list)):
         return [s for item in value for s in strings_in(item)]
     return []
@@ -196,3 +196,15 @@ def test_valid_numbers_in_any_form_are_accepted(pid: int, price: int, stock: int
     assert outcome.sale_price == price
     assert outcome.stock[0].stock_qty == stock
     assert not math.isnan(float(outcome.sale_price or 0))
+
+
+@given(st.one_of(st.binary(max_size=300), PRODUCTS.flatmap(encodings)))
+def test_parse_line_known_agrees_with_parse_line_and_never_raises(data: bytes) -> None:
+    hashes: dict[int, bytes] = {}
+    first = parse_line_known(data, image_base_url=BASE, max_line_bytes=10**6, last_hashes=hashes)
+    assert first == parse_line(data, image_base_url=BASE, max_line_bytes=10**6)
+    again = parse_line_known(data, image_base_url=BASE, max_line_bytes=10**6, last_hashes=hashes)
+    if len(first) == 1 and isinstance(first[0], ProductRecord) and b"objects" not in data:
+        assert again == [Seen(first[0].product_id, first[0].captured_at, first[0].content_hash)]
+    else:
+        assert again == first
