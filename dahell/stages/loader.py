@@ -163,8 +163,10 @@ class Loader:
         config_getter: Callable[[], Config],
         log: Any,
         on_batch: Callable[[LoadStats, float], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pool = pool
+        self.should_stop = should_stop
         self.config_getter = config_getter
         self.log = log
         self.on_batch = on_batch
@@ -254,6 +256,11 @@ class Loader:
                 raise
             if progress:
                 progress(chunk.end)
+            if self.should_stop():
+                # stop between batches: what is committed is checkpointed; the rest waits
+                await asyncio.gather(next_chunk, return_exceptions=True)
+                report.message = "stopped before the end (shutting down)"
+                return
         report.pending_tail_bytes = reader.pending_tail_bytes
         if reader.pending_tail_bytes:
             report.message = reader.tail_note
@@ -679,7 +686,13 @@ class LoaderStage:
         self._carry: JournalBatch | None = None
 
     async def run(self, ctx: Context) -> None:
-        loader = Loader(ctx.pool, lambda: ctx.config, ctx.log, on_batch=self._reporter(ctx))
+        loader = Loader(
+            ctx.pool,
+            lambda: ctx.config,
+            ctx.log,
+            on_batch=self._reporter(ctx),
+            should_stop=ctx.stopping.is_set,
+        )
         try:
             await self._serve(ctx, loader)
         finally:
@@ -721,6 +734,8 @@ class LoaderStage:
 
     async def _replay(self, ctx: Context, loader: Loader) -> None:
         for path in journal_files(ctx.config.journal_dir):
+            if ctx.stopping.is_set():
+                return
             async with ctx.working():
                 ctx.set_idle(False)
                 report = await self._load_file(ctx, loader, path)
