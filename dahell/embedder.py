@@ -305,14 +305,6 @@ class Embedder:
         if embedder.providers != chosen:
             # e.g. the CUDA provider is offered but its libraries or the GPU are missing.
             log.warning("providers_fallback", wanted=chosen, using=embedder.providers)
-        log.info(
-            "model_loaded",
-            model_dir=str(model_dir),
-            providers=embedder.providers,
-            dim=manifest.dim,
-            image_size=manifest.image_size,
-            precision=manifest.precision,
-        )
         return embedder
 
     def _check_io(self) -> None:

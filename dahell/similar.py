@@ -80,6 +80,17 @@ ORDER BY p.product_id = $1 DESC, has_embedding DESC, p.product_id
 LIMIT $3
 """
 
+#: An empty search: the products embedded most recently (what the status page shows first).
+RECENT_SQL = """
+SELECT p.product_id, p.title, p.url_image_s3 AS image_url, p.sale_price,
+       s.name AS supplier_name, true AS has_embedding
+FROM product_embeddings AS e
+JOIN products AS p ON p.product_id = e.product_id
+LEFT JOIN suppliers AS s ON s.supplier_id = p.supplier_id
+ORDER BY e.processed_at DESC, e.product_id
+LIMIT $1
+"""
+
 
 class SimilarError(DahellError):
     """A look-alike query that cannot be answered; `code` is stable for HTTP and scripts."""
@@ -249,19 +260,23 @@ def _supplier(info: ProductInfo) -> str:
 
 
 async def search_products(pool: asyncpg.Pool, query: str, limit: int) -> list[dict[str, Any]]:
-    """Products whose title contains `query` (case-insensitive) or whose id is `query`."""
+    """Products whose title contains `query` (case-insensitive) or whose id is `query`; for an
+    empty query, the products embedded most recently."""
     text = query.strip()
+    limit = max(1, min(limit, 200))
     if not text:
-        return []
-    product_id = int(text) if text.isdigit() and len(text) < 19 else None
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    rows = await pool.fetch(SEARCH_SQL, product_id, pattern, max(1, min(limit, 200)))
+        rows = await pool.fetch(RECENT_SQL, limit)
+    else:
+        product_id = int(text) if text.isdigit() and len(text) < 19 else None
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await pool.fetch(SEARCH_SQL, product_id, pattern, limit)
     return [
         {
             "product_id": r["product_id"],
             "title": r["title"],
             "image_url": r["image_url"],
             "sale_price": _money(r["sale_price"]),
+            "supplier": r["supplier_name"],
             "supplier_name": r["supplier_name"],
             "has_embedding": r["has_embedding"],
         }

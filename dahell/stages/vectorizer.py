@@ -284,7 +284,10 @@ class VectorizerStage:
         self._embedder, self._embedder_key = embedder, key
         ctx.log.info(
             "model_loaded",
+            model_dir=cfg.model_dir,
             dim=embedder.dim,
+            image_size=embedder.manifest.image_size,
+            precision=embedder.manifest.precision,
             providers=embedder.providers,
             load_s=round(time.monotonic() - started, 3),
             model_sha256=embedder.manifest.graph_sha256,

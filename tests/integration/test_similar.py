@@ -147,4 +147,9 @@ async def test_search_finds_by_title_or_id_and_tells_which_have_embeddings(
     # LIKE wildcards in the query are literal.
     assert [f["product_id"] for f in await search_products(catalog, "100%_", 10)] == [41]
     assert [f["product_id"] for f in await search_products(catalog, "%", 10)] == [41]
-    assert await search_products(catalog, "  ", 10) == []
+    # An empty query lists the products embedded most recently, each with its supplier.
+    recent = await search_products(catalog, "  ", 10)
+    assert recent and all(f["has_embedding"] for f in recent)
+    embedded = await catalog.fetchval("SELECT count(*) FROM product_embeddings")
+    assert len(recent) == min(10, embedded)
+    assert all(f["supplier"] == f["supplier_name"] for f in recent)
