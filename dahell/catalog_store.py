@@ -16,6 +16,7 @@ of the loader's own CPU time before this.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -23,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from dahell.dropi import ProductRecord, StockLevel
+from dahell.dropi import ProductRecord, Seen, StockLevel
 
 OUTCOMES = ("inserted", "updated", "unchanged")
 
@@ -154,10 +155,16 @@ WHERE j.image_url IS DISTINCT FROM excluded.image_url
 
 @dataclass(slots=True)
 class Unit:
-    """One record on its way in: where it came from and when it was captured."""
+    """One record on its way in and when it was captured.
 
-    record: ProductRecord
+    A `Seen` stands for a record whose content hash the parser already met: when the database
+    (or an earlier unit) holds that content, it only moves `last_seen_at`; otherwise `expand`
+    gives the full record.
+    """
+
+    record: ProductRecord | Seen
     captured_at: datetime
+    expand: Callable[[], ProductRecord] | None = None
 
 
 @dataclass
@@ -263,20 +270,21 @@ def _plan(
     """Replay the batch in line order against what the database holds."""
     plan = _Plan()
     for unit in units:
-        rec, when = unit.record, unit.captured_at
-        state = known.get(rec.product_id)
+        seen, when = unit.record, unit.captured_at
+        state = known.get(seen.product_id)
         if state is not None and when < state.last_seen:
             plan.outcomes.append("unchanged")  # an older capture never overwrites a newer one
             continue
-        if state is not None and state.content_hash == rec.content_hash:
+        if state is not None and state.content_hash == seen.content_hash:
             plan.outcomes.append("unchanged")
             state.last_seen = when
-            if rec.product_id not in plan.products:
-                plan.touched[rec.product_id] = when
+            if seen.product_id not in plan.products:
+                plan.touched[seen.product_id] = when
             else:
-                record, captured, _ = plan.products[rec.product_id]
-                plan.products[rec.product_id] = (record, captured, when)
+                record, captured, _ = plan.products[seen.product_id]
+                plan.products[seen.product_id] = (record, captured, when)
             continue
+        rec = _full(unit)
         plan.outcomes.append("inserted" if state is None else "updated")
         if state is None or state.image_url != rec.image_url:
             plan.new_images[rec.product_id] = rec.image_url
@@ -285,6 +293,14 @@ def _plan(
         plan.touched.pop(rec.product_id, None)
         _plan_history(plan, rec, when, prev_stock, prev_prices)
     return plan
+
+
+def _full(unit: Unit) -> ProductRecord:
+    if isinstance(unit.record, ProductRecord):
+        return unit.record
+    if unit.expand is None:
+        raise ValueError(f"a Seen for product {unit.record.product_id} without a way to expand it")
+    return unit.expand()
 
 
 def _plan_history(

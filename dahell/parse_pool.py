@@ -8,9 +8,10 @@ msgpack message of `dropi` Structs, which costs ~6 µs a line to decode.
 
 Real files repeat each product many times (one installation: 340,629 lines, 24,227 products),
 mostly unchanged. A worker remembers the content hash of each product it last turned into a
-record and answers a repeat with a small `dropi.Seen`; this side keeps recent records and turns
-the `Seen` back into the full record with the new capture time (a miss: the line is parsed
-here). So repeats skip normalisation and most of the transfer.
+record and answers a repeat with a small `dropi.Seen` (id, capture time, hash). The catalog
+store needs no more when the database holds that content (the usual case: the repeat only moves
+`last_seen_at`); otherwise it has the line parsed again (`expand`). So repeats skip
+normalisation and most of the transfer, and nothing is kept per product on this side.
 
 Blocking: call `parse` from a thread, never from the event loop.
 """
@@ -26,11 +27,10 @@ import msgspec
 
 from dahell import dropi
 
-Parsed = list[list[dropi.Outcome]]
+Parsed = list[list[dropi.Outcome | dropi.Seen]]
 
-#: Products whose last hash a worker remembers, and records this side keeps (LRU), at most.
+#: Products whose last hash a worker remembers, at most (then it starts again from none).
 WORKER_HASHES_MAX = 2_000_000
-RECENT_RECORDS_MAX = 50_000
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(list[list[dropi.ProductRecord | dropi.Rejection | dropi.Seen]])
@@ -67,8 +67,6 @@ class ParsePool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self.broken = False
-        self._recent: dict[int, dropi.ProductRecord] = {}
-        self._image_base_url = ""
         self._executor = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=multiprocessing.get_context("spawn"),
@@ -76,13 +74,10 @@ class ParsePool:
         )
 
     def parse(self, lines: list[bytes], image_base_url: str, max_line_bytes: int) -> Parsed:
-        """Each line's outcomes, in order (what `dropi.parse_line` gives for it)."""
+        """Each line's outcomes, in order (what `dropi.parse_line_known` gives for it)."""
         if not lines:
             return []
         size = -(-len(lines) // self.processes)
-        if image_base_url != self._image_base_url:  # the records kept were built for another
-            self._recent.clear()
-            self._image_base_url = image_base_url
         parsed: Parsed = []
         try:
             futures = [
@@ -92,37 +87,11 @@ class ParsePool:
                 for i in range(0, len(lines), size)
             ]
             for future in futures:
-                for outcomes in _DECODER.decode(future.result()):
-                    parsed.append(self._resolve(outcomes, lines[len(parsed)], max_line_bytes))
+                parsed.extend(_DECODER.decode(future.result()))
         except BrokenProcessPool as exc:
             self.broken = True
             raise ParsePoolBroken(str(exc) or "a parse worker died") from exc
         return parsed
-
-    def _resolve(
-        self, outcomes: list[dropi.Outcome | dropi.Seen], line: bytes, max_line_bytes: int
-    ) -> list[dropi.Outcome]:
-        resolved: list[dropi.Outcome] = []
-        for outcome in outcomes:
-            if isinstance(outcome, dropi.Seen):
-                record = self._recent.get(outcome.product_id)
-                if record is None or record.content_hash != outcome.content_hash:
-                    return dropi.parse_line(
-                        line, image_base_url=self._image_base_url, max_line_bytes=max_line_bytes
-                    )
-                resolved.append(msgspec.structs.replace(record, captured_at=outcome.captured_at))
-                continue
-            if isinstance(outcome, dropi.ProductRecord):
-                self._remember(outcome)
-            resolved.append(outcome)
-        return resolved
-
-    def _remember(self, record: dropi.ProductRecord) -> None:
-        recent = self._recent
-        recent.pop(record.product_id, None)
-        recent[record.product_id] = record
-        if len(recent) > RECENT_RECORDS_MAX:
-            del recent[next(iter(recent))]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,7 +125,7 @@ class _Item:
     """One unit parsed from a line, waiting for its batch to be written."""
 
     line: RawLine
-    outcome: dropi.Outcome
+    outcome: dropi.Outcome | dropi.Seen
 
 
 @dataclass
@@ -379,7 +379,7 @@ class Loader:
         stats: LoadStats,
     ) -> list[tuple[_Item, str, str]]:
         """Apply the records, isolating rows the database refuses; return the rejects."""
-        records = [(i, i.outcome) for i in items if isinstance(i.outcome, dropi.ProductRecord)]
+        records = [(i, i.outcome) for i in items if not isinstance(i.outcome, dropi.Rejection)]
         refused = await self._apply_isolating(conn, source, records, stats)
         rejects = [
             (i, i.outcome.reason, i.outcome.detail)
@@ -396,12 +396,15 @@ class Loader:
         self,
         conn: asyncpg.Connection,
         source: _Source,
-        records: list[tuple[_Item, dropi.ProductRecord]],
+        records: list[tuple[_Item, dropi.ProductRecord | dropi.Seen]],
         stats: LoadStats,
     ) -> list[tuple[_Item, str, str]]:
         if not records:
             return []
-        units = [Unit(rec, rec.captured_at or source.fallback_time) for _, rec in records]
+        units = [
+            Unit(rec, rec.captured_at or source.fallback_time, self._expander(item))
+            for item, rec in records
+        ]
         try:
             async with conn.transaction():
                 result = await apply_batch(conn, units)
@@ -422,6 +425,25 @@ class Loader:
         stats.history_rows += result.history_rows
         stats.pending_embeddings += result.pending_embeddings
         return []
+
+    def _expander(self, item: _Item) -> Callable[[], dropi.ProductRecord] | None:
+        """For a `Seen`: the full record, parsed again from the line (called only when the
+        database holds other content for that product)."""
+        if not isinstance(item.outcome, dropi.Seen):
+            return None
+        seen, config = item.outcome, self.config
+
+        def expand() -> dropi.ProductRecord:
+            outcomes = _parse_one(item.line, config)
+            record = outcomes[0] if len(outcomes) == 1 else None
+            if (
+                not isinstance(record, dropi.ProductRecord)
+                or record.content_hash != seen.content_hash
+            ):
+                raise RuntimeError(f"line {item.line.line_no} parsed differently in the worker")
+            return record
+
+        return expand
 
     async def _write_rejects(
         self, conn: asyncpg.Connection, key: str, rejects: list[tuple[_Item, str, str]]
@@ -527,7 +549,9 @@ class _ChunkReader:
             self.offset, self.line_no = line.end, line.line_no + 1
             yield line
 
-    def _parse_many(self, lines: list[RawLine]) -> list[tuple[RawLine, list[dropi.Outcome]]]:
+    def _parse_many(
+        self, lines: list[RawLine]
+    ) -> list[tuple[RawLine, Sequence[dropi.Outcome | dropi.Seen]]]:
         loader = self.config.loader
         wanted = [line for line in lines if not line.too_long]
         if self.parse_pool is not None:
@@ -594,7 +618,7 @@ def _parse_one(line: RawLine, config: Config) -> list[dropi.Outcome]:
     )
 
 
-def _items(line: RawLine, outcomes: list[dropi.Outcome]) -> list[_Item]:
+def _items(line: RawLine, outcomes: Sequence[dropi.Outcome | dropi.Seen]) -> list[_Item]:
     if not line.terminated and len(outcomes) == 1:
         only = outcomes[0]
         if isinstance(only, dropi.Rejection) and only.reason == "invalid_json":

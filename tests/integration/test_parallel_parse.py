@@ -64,6 +64,13 @@ def mixed_file(path: Path) -> Path:
         legacy_line(simple_product(90_007, stock=3), "2025-12-23T07:00:00").encode(),
         legacy_line(again, "2025-12-23T08:00:00").encode(),
     ]
+    # an older capture is skipped by the database but remembered by the worker: the newer
+    # repeat of it arrives as a Seen the database does not hold, and must be expanded
+    lines += [
+        legacy_line(simple_product(90_008, stock=1), "2025-12-23T20:00:00").encode(),
+        legacy_line(simple_product(90_008, stock=2), "2025-12-23T10:00:00").encode(),
+        legacy_line(simple_product(90_008, stock=2), "2025-12-23T21:00:00").encode(),
+    ]
     path.write_bytes(b"\n".join(lines) + b'\n{"id": 7, "na')
     os.utime(path, (OLD, OLD))
     return path
@@ -108,6 +115,47 @@ async def test_worker_processes_load_exactly_what_the_thread_loads(
     assert {"api_error", "truncated_line", "db_error:22003"} <= reasons
     seen = await pool.fetchval("SELECT last_seen_at FROM products WHERE product_id = 90007")
     assert seen.hour == 8
+    stock = await pool.fetchval("SELECT stock_qty FROM product_stock WHERE product_id = 90008")
+    assert stock == 2
+
+
+async def test_a_seen_the_database_does_not_hold_is_expanded(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(loader_mod, "PARALLEL_PARSE_MIN_BYTES", 0)
+    expanded: list[int] = []
+    make_expander = Loader._expander
+
+    def counting(self: Loader, item: Any) -> Any:
+        expand = make_expander(self, item)
+        if expand is None:
+            return None
+
+        def wrapped() -> Any:
+            expanded.append(item.line.line_no)
+            return expand()
+
+        return wrapped
+
+    monkeypatch.setattr(Loader, "_expander", counting)
+    lines = [
+        legacy_line(simple_product(5, stock=1), "2025-12-23T20:00:00"),
+        legacy_line(simple_product(5, stock=2), "2025-12-23T10:00:00"),  # older: skipped
+        legacy_line(simple_product(5, stock=2), "2025-12-23T21:00:00"),  # Seen, then expanded
+        legacy_line(simple_product(5, stock=2), "2025-12-23T22:00:00"),  # Seen, unchanged
+    ]
+    path = tmp_path / "seen.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = await load_with(pool, make_config(pg_dsn, LOADER__PARSE_PROCESSES="1"), path)
+    counts = report.stats.as_dict()
+    assert (counts["inserted"], counts["updated"], counts["unchanged"]) == (1, 1, 2)
+    assert expanded == [3]
+    row = await pool.fetchrow(
+        "SELECT stock_qty, snapshot_at FROM product_stock WHERE product_id = 5"
+    )
+    assert row["stock_qty"] == 2 and row["snapshot_at"].hour == 21
+    seen = await pool.fetchval("SELECT last_seen_at FROM products WHERE product_id = 5")
+    assert seen.hour == 22
 
 
 async def test_a_dead_worker_costs_speed_not_lines(
