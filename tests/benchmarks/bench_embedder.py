@@ -103,10 +103,10 @@ def preprocess_rate(manifest: ModelManifest, count: int) -> float:
 
 
 def quantise(fp32_dir: Path, out: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from dahell import export
 
     out.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(fp32_dir / "model.onnx", out / "model.onnx", weight_type=QuantType.QInt8)
+    export._convert(fp32_dir / "model.onnx", out / "model.onnx", "int8")  # as export-model does
     manifest = json.loads((fp32_dir / "manifest.json").read_text())
     manifest.update(precision="int8", graph_sha256=sha256_file(out / "model.onnx"))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -74,14 +74,15 @@ def test_reduced_precision_exports_load_and_embed(precision: str, tmp_path: Path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == precision
     assert manifest["graph_sha256"] == sha256_file(out / "model.onnx")
+    if precision == "int8":
+        assert manifest["quantization"]["reduce_range"] is True  # what the export did
     reduced = Embedder.load(out, ["CPUExecutionProvider"])
     full = Embedder.load(TINY, ["CPUExecutionProvider"])
     pixels = np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
     a, b = reduced.embed(pixels), full.embed(pixels)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-4)
-    assert np.min(np.sum(a * b, axis=1)) > (
-        0.999 if precision == "fp16" else 0.8
-    )  # int8: a smoke check
+    # int8 with the 7-bit range stays close even on this tiny random tower
+    assert np.min(np.sum(a * b, axis=1)) > (0.999 if precision == "fp16" else 0.95)
 
 
 @needs_export_extra
