@@ -19,7 +19,10 @@ Blocking: call `parse` from a thread, never from the event loop.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -31,6 +34,8 @@ Parsed = list[list[dropi.Outcome | dropi.Seen]]
 
 #: Products whose last hash a worker remembers, at most (then it starts again from none).
 WORKER_HASHES_MAX = 2_000_000
+#: How often a worker checks that its parent is still alive, in seconds.
+ORPHAN_CHECK_S = 0.5
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(list[list[dropi.ProductRecord | dropi.Rejection | dropi.Seen]])
@@ -41,9 +46,18 @@ class ParsePoolBroken(Exception):
     """A worker died (killed, out of memory): the caller parses in its own thread instead."""
 
 
-def _ignore_interrupt() -> None:
-    """Ctrl-C reaches the whole process group: the parent decides; workers print no traceback."""
+def _init_worker(parent: int) -> None:
+    """Ctrl-C reaches the whole process group: the parent decides; workers print no traceback.
+    A parent killed with SIGKILL cannot stop its workers: each leaves when it is orphaned (and
+    so releases the daemon's stdout, which a supervisor may be reading to its end)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(0)
 
 
 def _parse_part(lines: list[bytes], image_base_url: str, max_line_bytes: int) -> bytes:
@@ -70,7 +84,8 @@ class ParsePool:
         self._executor = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_ignore_interrupt,
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
         )
 
     def parse(self, lines: list[bytes], image_base_url: str, max_line_bytes: int) -> Parsed:
