@@ -27,7 +27,8 @@ from dahell.dropi import (
 )
 from dahell.reasons import is_known_reject
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "dropi"
+# Copies of the real samples in shared/dropi, committed so the tests run in any clone.
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "dropi"
 API_SAMPLE = SAMPLES / "sample-api-response.json"
 LEGACY_SAMPLE = SAMPLES / "sample-legacy-raw_products_20251223.jsonl"
 BASE = "https://d39ru7awumhhs2.cloudfront.net/"
@@ -93,13 +94,11 @@ def variation(vid: int, rows: list[tuple[int, Any]], **fields: Any) -> dict[str,
     return base
 
 
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared/dropi samples absent")
 
 
 # --- the real samples ------------------------------------------------------------------------
 
 
-@needs_samples
 def test_api_sample_document_normalises_every_product() -> None:
     outcomes = parse_document(API_SAMPLE.read_bytes(), image_base_url=BASE)
     assert outcomes is not None
@@ -129,7 +128,6 @@ def test_api_sample_document_normalises_every_product() -> None:
     assert all(r.captured_at is None for r in records)
 
 
-@needs_samples
 def test_api_sample_variable_product_stock_per_variation_and_warehouse() -> None:
     outcomes = parse_document(API_SAMPLE.read_bytes(), image_base_url=BASE)
     assert outcomes is not None
@@ -160,7 +158,6 @@ def test_api_sample_variable_product_stock_per_variation_and_warehouse() -> None
     )
 
 
-@needs_samples
 def test_api_sample_as_one_line_gives_one_outcome_per_product() -> None:
     line = orjson.dumps(orjson.loads(API_SAMPLE.read_bytes()))
     outcomes = parse(line)
@@ -172,7 +169,6 @@ def test_api_sample_as_one_line_gives_one_outcome_per_product() -> None:
     ]
 
 
-@needs_samples
 def test_legacy_sample_lines_normalise_from_raw_json() -> None:
     lines = LEGACY_SAMPLE.read_bytes().splitlines()
     assert len(lines) == 3
@@ -191,12 +187,10 @@ def test_legacy_sample_lines_normalise_from_raw_json() -> None:
     assert records[2].categories[:2] == ("Vehículos", "Otro")
 
 
-@needs_samples
 def test_legacy_sample_file_is_not_one_document() -> None:
     assert parse_document(LEGACY_SAMPLE.read_bytes(), image_base_url=BASE) is None
 
 
-@needs_samples
 def test_same_product_from_api_and_legacy_line_agree() -> None:
     api = parse_document(API_SAMPLE.read_bytes(), image_base_url=BASE)
     assert api is not None
