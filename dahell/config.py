@@ -23,6 +23,8 @@ from dahell.errors import ConfigError
 
 ENV_PREFIX = "DAHELL_"
 CONFIG_ENV = "DAHELL_CONFIG"
+#: `DAHELL_` variables that are not configuration keys; any other one must name a key.
+OTHER_ENV = frozenset({CONFIG_ENV})
 DROPI_CDN = "https://d39ru7awumhhs2.cloudfront.net/"
 
 #: Keys whose values are secrets: never logged, never shown in /status.
@@ -261,8 +263,13 @@ def _env_overrides(env: Mapping[str, str], file: Path | None) -> dict[str, tuple
     """`DAHELL_<SECTION>__<KEY>[_FILE]` variables, converted to each key's type."""
     found: dict[str, tuple[Any, str]] = {}
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV:
             continue
+        if "__" not in name:
+            raise ConfigError(
+                f"unknown configuration variable {name}: keys are set by "
+                f"DAHELL_<SECTION>__<KEY> (two underscores), e.g. DAHELL_LOADER__BATCH_SIZE"
+            )
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
         section, key = section.lower(), key.lower()
         raw = env[name]

@@ -73,7 +73,45 @@ def test_bad_environment_values_name_the_variable() -> None:
         config.load(None, env={"DAHELL_LOADER__NOPE": "1"})
 
 
-def test_a_wrong_secret_is_not_echoed() -> None:
+def test_a_wrong_secret_is_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         config.load(None, env={"DAHELL_SCRAPER__PASSWORD": "x", "DAHELL_SCRAPER__MODE": "zz"})
     assert "scraper.mode" in str(err.value)
+    file = tmp_path / "c.toml"
+    file.write_text('[http]\ntoken = ["s3cr3t-token-value"]\n[database]\ndsn = 4242424242\n')
+    with pytest.raises(ConfigError) as err:
+        config.load(file, env={})
+    message = str(err.value)
+    assert "http.token" in message and "database.dsn" in message  # named, never shown
+    assert "s3cr3t-token-value" not in message and "4242424242" not in message
+    assert "***" in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DAHELL_LOADER_BATCH_SIZE",  # one underscore: a typo that must not be ignored
+        "DAHELL_LOADER",
+        "DAHELL_NOPE__X",
+        "DAHELL_LOADER__",
+        "DAHELL_CONFIGFILE",
+        "DAHELL_LOADER__BATCH_SIZE__X",
+    ],
+)
+def test_an_environment_variable_that_maps_to_no_key_stops_start_up(name: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.load(None, env={name: "7"})
+    assert name in str(err.value)
+
+
+def test_the_legitimate_dahell_variables_are_accepted(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("pw\n")
+    env = {
+        "DAHELL_CONFIG": "",
+        "DAHELL_SCRAPER__PASSWORD_FILE": str(secret),
+        "DAHELL_LOADER__BATCH_SIZE": "7",
+        "NOT_DAHELL_ANYTHING": "x",
+    }
+    cfg = config.load(None, env=env)
+    assert cfg.loader.batch_size == 7 and cfg.scraper.password == "pw"
