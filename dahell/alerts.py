@@ -7,8 +7,12 @@ a few retries. Nothing here raises into the caller, and the webhook URL (a secre
 logged: failures are described by status code or exception type only.
 
 Kinds: `failed`, `parked`, `stalled` (the stage entered that state) and `recovered` (it is
-running or idle again after one of those). Alerts of one (stage, kind) closer together than
-`alerts.min_interval_s` are suppressed and counted; the next one sent says how many were.
+running or idle again after one of those). An alert of one (stage, kind) sent less than
+`alerts.min_interval_s` after the last one of that (stage, kind) is held, not dropped: each stage
+holds only its latest alert, which goes out when the interval ends (or on close), unless the last
+alert sent for that stage already says the same thing. So the last word about a stage is always
+its latest state (failed -> recovered -> failed sends the final "failed"); alerts replaced while
+held are counted and the next one sent says how many were suppressed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +73,8 @@ class AlertSender:
         self._down: dict[str, tuple[str, datetime]] = {}  # stage -> (bad state, since)
         self._last_sent: dict[tuple[str, str], float] = {}
         self._suppressed: dict[tuple[str, str], int] = {}
+        self._held: dict[str, Alert] = {}  # stage -> its latest alert, waiting for its interval
+        self._last_kind: dict[str, str] = {}  # stage -> kind of the last alert sent for it
         self._host = socket.gethostname()
         self._log = get_logger(component="alerts")
 
@@ -118,37 +124,76 @@ class AlertSender:
 
     async def _worker(self) -> None:
         while True:
-            alert = await self._queue.get()
-            if alert is None:
-                return
             try:
-                await self._handle(alert)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._log.warning(
-                    "alert_failed", stage=alert.stage, kind=alert.kind, error=type(exc).__name__
-                )
+                alert = await asyncio.wait_for(self._queue.get(), timeout=self._until_due())
+            except TimeoutError:
+                await self._guarded(self._flush, False)
+                continue
+            if alert is None:
+                await self._guarded(self._flush, True)
+                return
+            await self._guarded(self._handle, alert)
+
+    async def _guarded(self, step: Callable[[Any], Awaitable[None]], arg: Any) -> None:
+        try:
+            await step(arg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._log.warning("alert_failed", error=type(exc).__name__)
+
+    def _until_due(self) -> float | None:
+        """Seconds until the first held alert may go out (None: nothing held)."""
+        if not self._held:
+            return None
+        interval = self._get_config().alerts.min_interval_s
+        now = time.monotonic()
+        due = min(
+            self._last_sent.get((a.stage, a.kind), 0.0) + interval for a in self._held.values()
+        )
+        return max(0.0, due - now)
 
     async def _handle(self, alert: Alert) -> None:
         config = self._get_config().alerts
         if not config.webhook_url:
             return
         key = (alert.stage, alert.kind)
-        now = time.monotonic()
+        replaced = self._held.pop(alert.stage, None)
+        if replaced is not None:
+            self._count_suppressed(replaced)
         last = self._last_sent.get(key)
-        if last is not None and now - last < config.min_interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            self._log.info(
-                "alert_suppressed",
-                stage=alert.stage,
-                kind=alert.kind,
-                suppressed=self._suppressed[key],
-            )
+        if last is not None and time.monotonic() - last < config.min_interval_s:
+            self._held[alert.stage] = alert  # the stage's latest word, sent when the interval ends
             return
-        self._last_sent[key] = now
+        await self._send(config.webhook_url, alert)
+
+    async def _flush(self, closing: bool) -> None:
+        """Send the held alerts whose interval has passed (all of them when closing)."""
+        config = self._get_config().alerts
+        now = time.monotonic()
+        for stage, alert in list(self._held.items()):
+            last = self._last_sent.get((alert.stage, alert.kind), 0.0)
+            if not closing and now - last < config.min_interval_s:
+                continue
+            del self._held[stage]
+            if self._last_kind.get(stage) == alert.kind:
+                self._count_suppressed(alert)  # the last alert sent still says this
+            elif config.webhook_url:
+                await self._send(config.webhook_url, alert)
+
+    def _count_suppressed(self, alert: Alert) -> None:
+        key = (alert.stage, alert.kind)
+        self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        self._log.info(
+            "alert_suppressed", stage=alert.stage, kind=alert.kind, suppressed=self._suppressed[key]
+        )
+
+    async def _send(self, url: str, alert: Alert) -> None:
+        key = (alert.stage, alert.kind)
+        self._last_sent[key] = time.monotonic()
+        self._last_kind[alert.stage] = alert.kind
         suppressed = self._suppressed.pop(key, 0)
-        await self._post(config.webhook_url, alert, message(alert, suppressed, self._host))
+        await self._post(url, alert, message(alert, suppressed, self._host))
 
     async def _post(self, url: str, alert: Alert, body: dict[str, Any]) -> None:
         assert self._session is not None

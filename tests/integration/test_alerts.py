@@ -162,12 +162,67 @@ async def test_a_broken_webhook_never_reaches_the_caller(
 
 
 async def test_no_webhook_configured_sends_nothing(
-    webhook: Webhook, make_config: Callable[..., Config]
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
 ) -> None:
     config = make_config()
     sender = AlertSender(lambda: config)
     await sender.start()
-    sender.stage_changed("scraper", "running", "parked", "no_credentials")
-    await asyncio.sleep(0.1)
-    await sender.close()
+    with structlog.testing.capture_logs() as logs:
+        sender.stage_changed("scraper", "running", "parked", "no_credentials")
+        sender.stage_changed("scraper", "parked", "running", "")
+        await asyncio.sleep(0.3)
+        await sender.close()
     assert webhook.attempts == 0
+    # Not even an attempt: no post was tried (and failed) or sent anywhere.
+    assert [e for e in logs if e["event"] in {"alert_failed", "alert_sent"}] == []
+
+
+async def test_the_last_state_always_goes_out(
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
+) -> None:
+    config = make_config(ALERTS__WEBHOOK_URL=webhook.url, ALERTS__MIN_INTERVAL_S="0.5")
+    sender = AlertSender(lambda: config)
+    await sender.start()
+    try:
+        sender.stage_changed("loader", "running", "failed", "crash one")
+        sender.stage_changed("loader", "failed", "running", "")
+        sender.stage_changed("loader", "running", "failed", "crash two")
+        texts = await webhook.wait_for(2)
+        assert "is failed: crash one" in texts[0] and "recovered" in texts[1]
+        texts = await webhook.wait_for(3)  # held until min_interval_s has passed, then sent
+        assert len(texts) == 3
+        assert "stage *loader* is failed: crash two" in texts[2]
+    finally:
+        await sender.close()
+
+
+async def test_a_held_alert_is_sent_on_close(
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
+) -> None:
+    config = make_config(ALERTS__WEBHOOK_URL=webhook.url, ALERTS__MIN_INTERVAL_S="60")
+    sender = AlertSender(lambda: config)
+    await sender.start()
+    sender.stage_changed("loader", "running", "failed", "crash one")
+    sender.stage_changed("loader", "failed", "running", "")
+    sender.stage_changed("loader", "running", "failed", "crash two")
+    await webhook.wait_for(2)
+    await sender.close()
+    assert len(webhook.posts) == 3 and "crash two" in webhook.posts[2]["text"]
+
+
+async def test_a_held_alert_the_stage_already_left_is_not_sent(
+    webhook: Webhook, make_config: Callable[..., Config], fast_retries: None
+) -> None:
+    config = make_config(ALERTS__WEBHOOK_URL=webhook.url, ALERTS__MIN_INTERVAL_S="0.3")
+    sender = AlertSender(lambda: config)
+    await sender.start()
+    try:
+        sender.stage_changed("loader", "running", "failed", "crash one")
+        sender.stage_changed("loader", "failed", "running", "")
+        sender.stage_changed("loader", "running", "failed", "crash two")
+        sender.stage_changed("loader", "failed", "running", "")
+        await webhook.wait_for(2)
+        await asyncio.sleep(0.6)
+        assert len(webhook.posts) == 2  # "recovered" was the last word and is still true
+    finally:
+        await sender.close()
