@@ -5,7 +5,11 @@ boundaries: a record older than what the database (or an earlier line) already h
 nothing; a record whose content hash equals the current one only moves `last_seen_at`; stock and
 price history get a row only where a value is first seen or differs from the previous one. So
 loading the same lines in one batch or in ten gives the same rows (what makes a replay after a
-crash indistinguishable from a clean run).
+crash indistinguishable from a clean run). That holds for the shared rows too: a supplier keeps
+the values of its newest capture (`suppliers.captured_at`), a warehouse the name and city of its
+newest sighting (`last_seen_at`), whichever product brought them; and the rows every record of
+the batch touched (variations, category names, embedding work) are written as each record, not
+only the last one per product, would have written them.
 
 Writes: COPY into temporary staging tables, then one `INSERT ... ON CONFLICT DO UPDATE ... WHERE`
 per table; stock history rows are COPYed straight into their tables. Prices travel as text and
@@ -24,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from dahell.dropi import ProductRecord, Seen, StockLevel
+from dahell.dropi import ProductRecord, Seen, StockLevel, Supplier
 
 OUTCOMES = ("inserted", "updated", "unchanged")
 
@@ -82,7 +86,8 @@ ON CONFLICT (product_id) DO UPDATE SET
     last_seen_at = GREATEST(p.last_seen_at, excluded.last_seen_at),
     is_active = true, updated_at = now()
 WHERE p.captured_at <= excluded.captured_at
-  AND p.content_hash IS DISTINCT FROM excluded.content_hash
+  AND (p.content_hash IS DISTINCT FROM excluded.content_hash
+       OR p.captured_at < excluded.captured_at)
 """
 
 _TOUCH_PRODUCTS = """
@@ -91,27 +96,43 @@ FROM unnest($1::bigint[], $2::timestamptz[]) AS v(product_id, seen)
 WHERE p.product_id = v.product_id AND p.last_seen_at < v.seen
 """
 
+# A supplier's values are those of its newest capture (ties: the later line): an older line
+# changes nothing, whichever product it comes with.
 _UPSERT_SUPPLIERS = """
-INSERT INTO suppliers AS s (supplier_id, name, store_name, plan_name)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])
+INSERT INTO suppliers AS s (supplier_id, name, store_name, plan_name, captured_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
 ON CONFLICT (supplier_id) DO UPDATE SET
     name = excluded.name, store_name = excluded.store_name, plan_name = excluded.plan_name,
-    updated_at = now()
-WHERE (s.name, s.store_name, s.plan_name)
-    IS DISTINCT FROM (excluded.name, excluded.store_name, excluded.plan_name)
+    captured_at = excluded.captured_at,
+    updated_at = CASE WHEN (s.name, s.store_name, s.plan_name)
+        IS DISTINCT FROM (excluded.name, excluded.store_name, excluded.plan_name)
+        THEN now() ELSE s.updated_at END
+WHERE (s.captured_at IS NULL OR s.captured_at <= excluded.captured_at)
+  AND ((s.name, s.store_name, s.plan_name, s.captured_at)
+    IS DISTINCT FROM (excluded.name, excluded.store_name, excluded.plan_name, excluded.captured_at))
 """
 
+# The values come from `_fold_warehouses`, which started from the rows read in this
+# transaction (under the loader's lock): they replace the row as they are.
 _UPSERT_WAREHOUSES = """
 INSERT INTO warehouses AS w (warehouse_id, name, city, first_seen_at, last_seen_at)
-SELECT id, name, city, seen, seen
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) AS v(id, name, city, seen)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
+                     $5::timestamptz[])
 ON CONFLICT (warehouse_id) DO UPDATE SET
-    name = COALESCE(excluded.name, w.name), city = COALESCE(excluded.city, w.city),
-    first_seen_at = LEAST(w.first_seen_at, excluded.first_seen_at),
-    last_seen_at = GREATEST(w.last_seen_at, excluded.last_seen_at)
-WHERE (w.name, w.city) IS DISTINCT FROM (COALESCE(excluded.name, w.name),
-                                          COALESCE(excluded.city, w.city))
-   OR w.last_seen_at < excluded.last_seen_at OR w.first_seen_at > excluded.first_seen_at
+    name = excluded.name, city = excluded.city, first_seen_at = excluded.first_seen_at,
+    last_seen_at = excluded.last_seen_at
+WHERE (w.name, w.city, w.first_seen_at, w.last_seen_at)
+    IS DISTINCT FROM (excluded.name, excluded.city, excluded.first_seen_at, excluded.last_seen_at)
+"""
+
+# New names only, in the order the lines first gave them: a category's id then depends on
+# neither the batch boundaries nor names already known (a conflict would still use an id).
+_INSERT_CATEGORIES = """
+INSERT INTO categories (name)
+SELECT v.name FROM unnest($1::text[]) WITH ORDINALITY AS v(name, n)
+WHERE NOT EXISTS (SELECT 1 FROM categories c WHERE c.name = v.name)
+ORDER BY v.n
+ON CONFLICT (name) DO NOTHING
 """
 
 _UPSERT_VARIATIONS = """
@@ -142,6 +163,7 @@ SELECT product_id, variation_id, sale_price::numeric, suggested_price::numeric, 
 FROM stage_prices
 """
 
+# Only for products whose job `_fold_images` found with another URL at some point in the batch.
 _PENDING_EMBEDDINGS = """
 INSERT INTO embedding_jobs AS j (product_id, image_url, state)
 SELECT id, url, 'pending' FROM unnest($1::bigint[], $2::text[]) AS v(id, url)
@@ -149,7 +171,6 @@ ON CONFLICT (product_id) DO UPDATE SET
     image_url = excluded.image_url, state = 'pending', attempts = 0, reason = NULL,
     detail = NULL, next_attempt_at = now(), lease_until = NULL, claimed_by = NULL,
     updated_at = now()
-WHERE j.image_url IS DISTINCT FROM excluded.image_url
 """
 
 
@@ -196,7 +217,11 @@ class _Plan:
         default_factory=list
     )
     stock_now: dict[tuple[int, int, int], tuple[int, datetime]] = field(default_factory=dict)
-    new_images: dict[int, str | None] = field(default_factory=dict)
+    #: Every record written, in line order: shared rows (suppliers, warehouses, categories,
+    #: variations) take what each one said, as if the lines had come one at a time.
+    accepted: list[tuple[ProductRecord, datetime]] = field(default_factory=list)
+    #: (product, image URL) each time a product's image differs from its previous one.
+    image_changes: list[tuple[int, str | None]] = field(default_factory=list)
 
 
 async def ensure_staging(conn: asyncpg.Connection) -> None:
@@ -215,10 +240,10 @@ async def apply_batch(conn: asyncpg.Connection, units: list[Unit]) -> BatchOutco
     known = await _fetch_known(conn, ids)
     prev_stock, prev_prices = await _fetch_previous_values(conn, ids, known)
     plan = _plan(units, known, prev_stock, prev_prices)
-    await _write(conn, plan)
+    pending = await _write(conn, plan)
     return BatchOutcome(
         plan.outcomes,
-        pending_embeddings=len(plan.new_images),
+        pending_embeddings=pending,
         history_rows=len(plan.stock_log) + len(plan.variation_stock_log) + len(plan.price_log),
     )
 
@@ -287,9 +312,10 @@ def _plan(
         rec = _full(unit)
         plan.outcomes.append("inserted" if state is None else "updated")
         if state is None or state.image_url != rec.image_url:
-            plan.new_images[rec.product_id] = rec.image_url
+            plan.image_changes.append((rec.product_id, rec.image_url))
         known[rec.product_id] = _Known(rec.content_hash, when, when, rec.image_url)
         plan.products[rec.product_id] = (rec, when, when)
+        plan.accepted.append((rec, when))
         plan.touched.pop(rec.product_id, None)
         _plan_history(plan, rec, when, prev_stock, prev_prices)
     return plan
@@ -343,17 +369,18 @@ def _plan_price(
     plan.price_log.append((key[0], key[1], prices[0], prices[1], when))
 
 
-async def _write(conn: asyncpg.Connection, plan: _Plan) -> None:
+async def _write(conn: asyncpg.Connection, plan: _Plan) -> int:
+    """Write the plan; return how many products' embeddings became pending."""
     records = [rec for rec, _, _ in plan.products.values()]
-    await _write_suppliers(conn, records)
-    await _write_warehouses(conn, plan)
+    await _write_suppliers(conn, plan.accepted)
+    await _write_warehouses(conn, plan.accepted)
     if plan.products:
         await conn.copy_records_to_table(
             "stage_products", records=_product_rows(plan), columns=_PRODUCT_COLUMNS
         )
         await conn.execute(_UPSERT_PRODUCTS)
-        await _write_categories(conn, records)
-        await _write_variations(conn, records)
+        await _write_categories(conn, records, plan.accepted)
+        await _write_variations(conn, plan.accepted)
     if plan.touched:
         await conn.execute(_TOUCH_PRODUCTS, list(plan.touched), list(plan.touched.values()))
     if plan.stock_now:
@@ -379,9 +406,7 @@ async def _write(conn: asyncpg.Connection, plan: _Plan) -> None:
         ]
         await conn.copy_records_to_table("stage_prices", records=prices)
         await conn.execute(_INSERT_PRICES)
-    if plan.new_images:
-        ids = list(plan.new_images)
-        await conn.execute(_PENDING_EMBEDDINGS, ids, list(plan.new_images.values()))
+    return await _write_images(conn, plan.image_changes)
 
 
 async def _copy(
@@ -412,48 +437,115 @@ def _product_rows(plan: _Plan) -> list[tuple[Any, ...]]:
     ]
 
 
-async def _write_suppliers(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
-    suppliers = {r.supplier.supplier_id: r.supplier for r in records if r.supplier}
-    if not suppliers:
+async def _write_suppliers(
+    conn: asyncpg.Connection, accepted: list[tuple[ProductRecord, datetime]]
+) -> None:
+    """Each supplier takes its newest capture in the batch (ties: the later line); the
+    upsert's guard then keeps whatever newer capture the table already holds."""
+    newest: dict[int, tuple[Supplier, datetime]] = {}
+    for rec, when in accepted:
+        supplier = rec.supplier
+        if supplier is None:
+            continue
+        old = newest.get(supplier.supplier_id)
+        if old is None or when >= old[1]:
+            newest[supplier.supplier_id] = (supplier, when)
+    if not newest:
         return
-    values = list(suppliers.values())
+    values = list(newest.values())
     await conn.execute(
         _UPSERT_SUPPLIERS,
-        [s.supplier_id for s in values],
-        [s.name for s in values],
-        [s.store_name for s in values],
-        [s.plan_name for s in values],
+        [s.supplier_id for s, _ in values],
+        [s.name for s, _ in values],
+        [s.store_name for s, _ in values],
+        [s.plan_name for s, _ in values],
+        [when for _, when in values],
     )
 
 
-async def _write_warehouses(conn: asyncpg.Connection, plan: _Plan) -> None:
-    seen: dict[int, tuple[str | None, str | None, datetime]] = {}
-    for rec, _, when in plan.products.values():
+@dataclass(slots=True)
+class _WarehouseRow:
+    name: str | None
+    city: str | None
+    first_seen: datetime
+    last_seen: datetime
+
+
+def _fold_warehouses(
+    rows: dict[int, _WarehouseRow], accepted: list[tuple[ProductRecord, datetime]]
+) -> dict[int, _WarehouseRow]:
+    """Apply each sighting in line order, as one-line batches would: the seen window widens;
+    a sighting at least as new as the newest before it sets the name and city it gives (a
+    missing one keeps the value held). Returns the rows that changed."""
+    changed: dict[int, _WarehouseRow] = {}
+    for rec, when in accepted:
         for wh in rec.warehouses:
-            old = seen.get(wh.warehouse_id)
-            name = wh.name or (old[0] if old else None)
-            city = wh.city or (old[1] if old else None)
-            seen[wh.warehouse_id] = (name, city, max(when, old[2]) if old else when)
-    if not seen:
+            row = rows.get(wh.warehouse_id)
+            if row is None:
+                row = rows[wh.warehouse_id] = _WarehouseRow(wh.name, wh.city, when, when)
+            elif when >= row.last_seen:
+                row.name, row.city = wh.name or row.name, wh.city or row.city
+                row.last_seen = when
+            row.first_seen = min(row.first_seen, when)
+            changed[wh.warehouse_id] = row
+    return changed
+
+
+async def _write_warehouses(
+    conn: asyncpg.Connection, accepted: list[tuple[ProductRecord, datetime]]
+) -> None:
+    ids = sorted({wh.warehouse_id for rec, _ in accepted for wh in rec.warehouses})
+    if not ids:
         return
-    ids = list(seen)
+    found = await conn.fetch(
+        "SELECT warehouse_id, name, city, first_seen_at, last_seen_at FROM warehouses"
+        " WHERE warehouse_id = ANY($1::bigint[])",
+        ids,
+    )
+    rows = {r[0]: _WarehouseRow(r[1], r[2], r[3], r[4]) for r in found}
+    changed = _fold_warehouses(rows, accepted)
     await conn.execute(
         _UPSERT_WAREHOUSES,
-        ids,
-        [seen[i][0] for i in ids],
-        [seen[i][1] for i in ids],
-        [seen[i][2] for i in ids],
+        list(changed),
+        [r.name for r in changed.values()],
+        [r.city for r in changed.values()],
+        [r.first_seen for r in changed.values()],
+        [r.last_seen for r in changed.values()],
     )
 
 
-async def _write_categories(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
-    names = sorted({name for r in records for name in r.categories})
+async def _write_images(conn: asyncpg.Connection, changes: list[tuple[int, str | None]]) -> int:
+    """Set embedding work pending where a product's image moved away from its job's URL at
+    any step of the batch (A, B, A again leaves it pending, as three batches would)."""
+    if not changes:
+        return 0
+    ids = sorted({pid for pid, _ in changes})
+    rows = await conn.fetch(
+        "SELECT product_id, image_url FROM embedding_jobs WHERE product_id = ANY($1::bigint[])",
+        ids,
+    )
+    job_url: dict[int, str | None] = {r[0]: r[1] for r in rows}
+    pending: dict[int, str | None] = {}
+    for pid, url in changes:
+        if pid not in job_url or job_url[pid] != url:
+            job_url[pid] = pending[pid] = url
+        elif pid in pending:
+            pending[pid] = url
+    if pending:
+        await conn.execute(_PENDING_EMBEDDINGS, list(pending), list(pending.values()))
+    return len(pending)
+
+
+async def _write_categories(
+    conn: asyncpg.Connection,
+    records: list[ProductRecord],
+    accepted: list[tuple[ProductRecord, datetime]],
+) -> None:
+    """Every name any record gave is a category; each product links to its last record's."""
+    names = list(dict.fromkeys(name for r, _ in accepted for name in r.categories))
     ids: dict[str, int] = {}
     if names:
-        await conn.execute(
-            "INSERT INTO categories (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING",
-            names,
-        )
+        await conn.execute(_INSERT_CATEGORIES, names)
         rows = await conn.fetch(
             "SELECT id, name FROM categories WHERE name = ANY($1::text[])", names
         )
@@ -466,7 +558,11 @@ async def _write_categories(conn: asyncpg.Connection, records: list[ProductRecor
     await _copy(conn, "product_categories", sorted(links), ("product_id", "category_id"))
 
 
-async def _write_variations(conn: asyncpg.Connection, records: list[ProductRecord]) -> None:
+async def _write_variations(
+    conn: asyncpg.Connection, accepted: list[tuple[ProductRecord, datetime]]
+) -> None:
+    """Every variation any record listed, with the values of the last record that listed it
+    (one that disappears from a later record keeps its row, as with one line per batch)."""
     rows = {
         v.variation_id: (
             v.variation_id,
@@ -476,7 +572,7 @@ async def _write_variations(conn: asyncpg.Connection, records: list[ProductRecor
             _text(v.suggested_price),
             v.attributes,
         )
-        for r in records
+        for r, _ in accepted
         for v in r.variations
     }
     if rows:
