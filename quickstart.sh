@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Set up dahell on a fresh machine and run the whole pipeline on the embedded defaults:
-# a local Dropi simulator, the embedded PostgreSQL and the tiny test model (python -m dahell demo).
+# a local Dropi simulator, the embedded PostgreSQL and the tiny test model (dahell demo).
+# Installs what is missing (as root: python3-venv, Chromium), makes .venv from requirements.lock,
+# never touches the system Python. Any arguments go to `dahell demo`; without a terminal on
+# stdin (CI, scripts) the demo exits after its summary instead of serving the status page.
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-    else
-        echo "dahell needs Chromium: sudo apt-get install -y chromium" >&2
-        exit 1
-    fi
-fi
-python3 -m pip install -q -e '.[dev]'
-exec python3 -m dahell demo "$@"
+scripts/bootstrap.sh cpu,dev
+args=("$@")
+if [ ! -t 0 ]; then args+=(--no-wait); fi
+status=0
+.venv/bin/python -m dahell demo "${args[@]}" || status=$?
+cat <<'NEXT'
+
+Next:
+  ./test.sh                                   run every test (adds the export extra: torch CPU)
+  .venv/bin/python -m dahell top              best sellers in what the demo loaded (--json, --csv)
+  .venv/bin/python -m dahell --help           every command
+  DAHELL_SCRAPER__EMAIL=... DAHELL_SCRAPER__PASSWORD=... .venv/bin/python -m dahell run
+NEXT
+exit "$status"
