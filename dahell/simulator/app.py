@@ -4,6 +4,12 @@ Like the real site, the app and the API live on different origins, so the browse
 preflights and an `Origin` header; the API answers 403 to requests that do not look like a
 browser's, 401 to missing, forged or expired tokens, and can be told to misbehave through
 `Faults` while it runs.
+
+Time: the simulator keeps a simulated clock (`Simulator.clock()`), `pass_days` days per pass,
+starting at `start_at`. The catalog moves to its next pass when a test calls `next_pass()`, or,
+with `advance_each_pass`, when a client asks for the first page again after it was served the
+last one (a new scrape pass), at most `max_passes` times. `dahell demo` hands that clock to
+the scraper, so a few quick passes carry capture times days apart, as a real week of passes does.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hmac
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -64,6 +71,11 @@ class SimulatorConfig:
     two_factor_email: str = "2fa@dahell.test"
     ui_page_size: int = 50  # what the JS app asks for per page
     faults: Faults = field(default_factory=Faults)
+    churn: float = 0.0  # share of listings that vanish per pass (about as many new ones appear)
+    pass_days: float = 1.0  # simulated days between two passes
+    start_at: datetime | None = None  # simulated time of pass 0 (None: when the simulator starts)
+    advance_each_pass: bool = False  # a request for the first page after the last one: next pass
+    max_passes: int = 0  # with advance_each_pass: the last pass number it moves to (0: no limit)
 
 
 @dataclass
@@ -125,6 +137,9 @@ class Simulator:
         self.faults = self.config.faults
         self.stats = SimStats()
         self.pass_no = 0
+        self.start_at = self.config.start_at or datetime.now(UTC)
+        self._pass_began = time.monotonic()
+        self._served_last_page = False
         self._port = port
         self._secret = hashlib.sha256(f"jwt:{self.config.seed}".encode()).digest()
         self._base: Catalog = build_catalog(self.config.products, self.config.seed)
@@ -155,14 +170,50 @@ class Simulator:
         self._runners.clear()
 
     def next_pass(self) -> None:
-        """Move stock and prices of some products, as between two real scrape passes."""
+        """Sales, restocks, price moves (and with `churn`, listings come and go) over one pass."""
         self.pass_no += 1
-        self.catalog = move_pass(self.catalog, self.config.seed, self.pass_no)
+        self._pass_began = time.monotonic()
+        self.catalog = move_pass(
+            self.catalog,
+            self.config.seed,
+            self.pass_no,
+            days=self.config.pass_days,
+            churn=self.config.churn,
+            reserve=self._base.reserve,
+        )
+
+    def clock(self) -> datetime:
+        """The simulated time: the start of this pass's day, plus the real time since it began.
+
+        Within a pass the clock runs at real speed (capped below the next pass), so captures
+        keep their order.
+        """
+        step = timedelta(days=self.config.pass_days)
+        elapsed = min(time.monotonic() - self._pass_began, step.total_seconds() * 0.9)
+        return self.start_at + step * self.pass_no + timedelta(seconds=elapsed)
 
     @property
     def lookalikes(self) -> dict[int, int]:
-        """Product id -> id of the product whose photo it reuses (another supplier)."""
-        return dict(self._base.lookalikes)
+        """Product id -> id of the product whose photo it reuses (another supplier), both listed."""
+        listed = {p["id"] for p in self.catalog}
+        return {
+            copy: source
+            for copy, source in self._base.lookalikes.items()
+            if copy in listed and source in listed
+        }
+
+    def item_kind(self, product_id: int) -> tuple[str, str]:
+        """(noun, qualifier) of what the product is: look-alikes share theirs."""
+        kind = self._base.kinds[product_id]
+        return kind.noun, kind.qualifier
+
+    def _maybe_advance(self, start: int) -> None:
+        """With `advance_each_pass`: a new pass begins when page 0 follows the last page."""
+        if not self.config.advance_each_pass or start != 0 or not self._served_last_page:
+            return
+        self._served_last_page = False
+        if not self.config.max_passes or self.pass_no < self.config.max_passes:
+            self.next_pass()
 
     @property
     def images(self) -> dict[str, ImageSpec]:
@@ -322,7 +373,9 @@ class Simulator:
             return fault
         body = await _json_body(request)
         start, size = _int(body.get("startData"), 0), _int(body.get("pageSize"), 50)
+        self._maybe_advance(start)
         page = self.catalog[start : start + size] if size > 0 and start >= 0 else []
+        self._served_last_page = self._served_last_page or len(page) < size
         self.stats.pages_served += 1
         self.stats.served.append((start, size))
         payload = orjson.dumps({"isSuccess": True, "status": 200, "objects": page})

@@ -1,16 +1,24 @@
 """A deterministic Dropi catalog: products shaped exactly like the real API's list objects.
 
 Everything comes from one seed: the same seed gives the same products, ids, suppliers,
-warehouses and images. `move_pass` changes stock on about 10% of the products and prices on
-about 2%, deterministically from the seed and the pass number. About 10% of the products reuse
-the photo of another product under another supplier (the look-alikes users hunt for).
+warehouses and images. About 10% of the products reuse the photo of another product under
+another supplier: the same kind of item (its noun and qualifier, its categories, a price near
+the original's) under another name, the look-alikes users hunt for. A third of those copies are
+byte-identical files; the others are resized, re-encoded copies.
+
+Between passes the catalog moves as a real one does (`move_pass`, deterministic from the seed
+and the pass number): every product has its own demand (most sell nothing on a given day, a few
+sell dozens), stock falls by Poisson-distributed sales, low stock is restocked now and then,
+prices move on a few products, and with `churn` some listings vanish while new ones (held in a
+reserve built with the catalog, so their photos exist on the CDN) appear at the front.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Product = dict[str, Any]
@@ -177,35 +185,46 @@ class ImageSpec:
     broken: str = ""  # "", or one of BROKEN_KINDS
 
 
+@dataclass(frozen=True, slots=True)
+class ItemKind:
+    """What a product is, whatever its listing calls it: look-alikes share one."""
+
+    noun: str
+    qualifier: str
+
+
 @dataclass
 class Catalog:
     products: list[Product]
     images: dict[str, ImageSpec]  # gallery path (urlS3) -> spec
     lookalikes: dict[int, int]  # product id -> the product id whose photo it reuses
+    kinds: dict[int, ItemKind] = field(default_factory=dict)  # product id -> its item kind
+    reserve: list[Product] = field(default_factory=list)  # listings that appear later (churn)
 
 
 def build_catalog(count: int, seed: int) -> Catalog:
-    """`count` products in the real list format, the same for the same seed."""
+    """`count` products in the real list format (plus a reserve), the same for the same seed."""
     rng = random.Random(f"catalog:{seed}")
     suppliers = [_supplier(rng, i) for i in range(max(3, count // 8 + 2))]
     warehouses = [_warehouse(rng, i, suppliers) for i in range(max(2, count // 40 + 3))]
-    ids = rng.sample(range(100_000, 100_000 + max(count * 20, 1000)), count)
+    spare = max(4, count // 5)
+    ids = rng.sample(range(100_000, 100_000 + max((count + spare) * 20, 1000)), count + spare)
     ids_counter = _IdCounter(rng.randrange(1_000_000, 2_000_000))
-    products: list[Product] = []
-    images: dict[str, ImageSpec] = {}
-    lookalikes: dict[int, int] = {}
+    catalog = Catalog([], {}, {})
     for index, pid in enumerate(ids):
         supplier = rng.choice(suppliers)
-        product = _product(rng, pid, supplier, warehouses, ids_counter)
-        source = _pick_lookalike_source(rng, products, supplier)
-        spec = _image_spec(rng, pid, index, source, images)
+        source = _pick_lookalike_source(rng, catalog.products, supplier)
+        kind = catalog.kinds[source["id"]] if source else ItemKind(*_new_kind(rng))
+        product = _product(rng, pid, supplier, warehouses, ids_counter, kind, source)
+        spec = _image_spec(rng, pid, index, source, catalog.images)
         if source is not None:
-            lookalikes[pid] = source["id"]
+            catalog.lookalikes[pid] = source["id"]
         path = _image_path(rng, pid, spec.kind)
         product["gallery"] = _gallery(rng, pid, path)
-        images[path] = spec
-        products.append(product)
-    return Catalog(products, images, lookalikes)
+        catalog.images[path] = spec
+        catalog.kinds[pid] = kind
+        (catalog.products if index < count else catalog.reserve).append(product)
+    return catalog
 
 
 class _IdCounter:
@@ -241,8 +260,20 @@ def _warehouse(rng: random.Random, index: int, suppliers: list[dict[str, Any]]) 
     }
 
 
-def _name(rng: random.Random) -> str:
-    name = f"{rng.choice(_NOUNS)} {rng.choice(_QUALIFIERS)}{rng.choice(_EXTRAS)}"
+def _new_kind(rng: random.Random) -> tuple[str, str]:
+    return rng.choice(_NOUNS), rng.choice(_QUALIFIERS)
+
+
+_PREFIXES = ["", "", "", "Nuevo ", "Kit ", "Original ", "Set "]
+
+
+def _name(rng: random.Random, kind: ItemKind, copy_of: Product | None) -> str:
+    """A listing title for `kind`; a look-alike's title differs from its source's."""
+    name = f"{kind.noun} {kind.qualifier}{rng.choice(_EXTRAS)}"
+    if copy_of is not None:
+        name = f"{rng.choice(_PREFIXES)}{name}"
+        if name.casefold() == " ".join(str(copy_of["name"]).split()).casefold():
+            name += rng.choice([" x2", " Pro", " Plus", " 2.0"])
     if rng.random() < 0.15:
         name = name.replace(" ", "  ", 1)
     if rng.random() < 0.2:
@@ -250,8 +281,11 @@ def _name(rng: random.Random) -> str:
     return name
 
 
-def _price(rng: random.Random) -> int:
-    return rng.randrange(8, 300) * 1000
+def _price(rng: random.Random, copy_of: Product | None = None) -> int:
+    if copy_of is None:
+        return rng.randrange(8, 300) * 1000
+    # Another supplier of the same item asks about the same: within 15% of the source.
+    return max(1000, round(int(copy_of["sale_price"]) * rng.uniform(0.85, 1.15) / 500) * 500)
 
 
 def _product(
@@ -260,16 +294,23 @@ def _product(
     supplier: dict[str, Any],
     warehouses: list[dict[str, Any]],
     ids: _IdCounter,
+    kind: ItemKind,
+    copy_of: Product | None,
 ) -> Product:
-    sale = _price(rng)
+    sale = _price(rng, copy_of)
+    categories = (
+        copy.deepcopy(copy_of["categories"])
+        if copy_of is not None
+        else [{"name": c} for c in rng.sample(_CATEGORIES, rng.randint(1, 3))]
+    )
     base: Product = {
         "id": pid,
         "sku": rng.choice([str(rng.randrange(100, 999_999)), f"REF-{pid % 9973}", None, "100"]),
-        "name": _name(rng),
+        "name": _name(rng, kind, copy_of),
         "type": "SIMPLE",
         "user": supplier,  # shared: never mutated in place
         "gallery": [],
-        "categories": [{"name": c} for c in rng.sample(_CATEGORIES, rng.randint(1, 3))],
+        "categories": categories,
         "sale_price": sale,
     }
     if rng.random() < 0.2:
@@ -373,6 +414,8 @@ def _image_spec(
     kind = rng.choices(list(IMAGE_KINDS), weights=[60, 12, 14, 7, 7])[0]
     if source is not None:
         original = images[_main_path(source)]
+        if rng.random() < 1 / 3:  # the very same file, uploaded again by another supplier
+            return ImageSpec(original.photo_seed, original.kind)
         return ImageSpec(original.photo_seed, kind, variant=rng.randint(1, 3))
     broken = rng.choice(BROKEN_KINDS) if rng.random() < 0.03 else ""
     return ImageSpec(photo_seed=pid * 7919 + index, kind=kind, broken=broken)
@@ -393,31 +436,130 @@ def _gallery(rng: random.Random, pid: int, path: str) -> list[dict[str, Any]]:
     return [{"url": legacy, "main": True, "urlS3": path}]
 
 
-def move_pass(products: list[Product], seed: int, pass_no: int) -> list[Product]:
-    """The catalog of pass `pass_no`: stock moves on ~10% of products, prices on ~2%."""
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """How one product sells and is restocked: fixed per product, derived from the seed."""
+
+    units_per_day: float  # mean units sold per day, over all its stock rows
+    restock_below: int  # its stock rows at or under this...
+    restock_chance: float  # ...are restocked, with this chance per pass...
+    restock_units: int  # ...by this many units
+    price_chance: float  # chance per pass that its price moves
+
+
+def demand(seed: int, product_id: int) -> Demand:
+    """The product's demand: most sell nothing on a given day, a few sell dozens."""
+    rng = random.Random(f"demand:{seed}:{product_id}")
+    tier = rng.random()
+    if tier < 0.82:
+        rate = rng.uniform(0.0, 0.04)
+    elif tier < 0.95:
+        rate = rng.uniform(0.2, 1.5)
+    else:
+        rate = rng.uniform(3.0, 25.0)
+    return Demand(
+        units_per_day=rate,
+        restock_below=rng.choice([0, 0, 2, 5, 10]),
+        restock_chance=rng.choice([0.0, 0.0, 0.05, 0.1, 0.25]),
+        restock_units=rng.choice([20, 50, 100, 200, 500]),
+        price_chance=rng.choice([0.0, 0.0, 0.01, 0.02, 0.05]),
+    )
+
+
+def move_pass(
+    products: list[Product],
+    seed: int,
+    pass_no: int,
+    *,
+    days: float = 1.0,
+    churn: float = 0.0,
+    reserve: list[Product] | None = None,
+) -> list[Product]:
+    """The catalog of pass `pass_no`, `days` after the previous pass.
+
+    Each product sells by its own demand (Poisson, capped by its stock), some low stock is
+    restocked, a few prices move; with `churn`, that share of the listings vanishes and about as
+    many listings from `reserve` (not yet in `products`) appear at the front.
+    """
     rng = random.Random(f"pass:{seed}:{pass_no}")
-    out = list(products)
-    for i in range(len(out)):
-        stock_moves = rng.random() < 0.10
-        price_moves = rng.random() < 0.02
-        if stock_moves or price_moves:
-            out[i] = _moved(rng, out[i], stock_moves, price_moves)
+    out: list[Product] = []
+    for product in products:
+        if churn and rng.random() < churn:
+            continue  # the supplier took the listing down
+        out.append(_moved(rng, product, demand(seed, int(product["id"])), days))
+    if churn and reserve:
+        out[:0] = _arrivals(rng, products, reserve, round(churn * len(products)))
     return out
 
 
-def _moved(rng: random.Random, product: Product, stock: bool, price: bool) -> Product:
+def _arrivals(
+    rng: random.Random, products: list[Product], reserve: list[Product], wanted: int
+) -> list[Product]:
+    present = {p["id"] for p in products}
+    waiting = [p for p in reserve if p["id"] not in present]
+    return waiting[: max(0, wanted + rng.choice([-1, 0, 0, 1]))]
+
+
+def _moved(rng: random.Random, product: Product, need: Demand, days: float) -> Product:
+    """`product` after `days` of sales, restocks and price moves (a copy when it changed)."""
+    rows = _stock_rows(product)
+    per_row = need.units_per_day * days / max(1, len(rows))
+    restock = rng.random() < need.restock_chance
+    new_stock = [_next_stock(rng, int(row["stock"]), per_row, need, restock) for row in rows]
+    price = _next_price(rng, product, need)
+    if new_stock == [row["stock"] for row in rows] and price is None:
+        return product
     moved = copy.deepcopy(product)
-    if stock:
-        for row in _stock_rows(moved):
-            row["stock"] = max(0, row["stock"] - rng.randrange(1, 20) + rng.choice([0, 0, 30]))
-        for variation in moved.get("variations") or []:
-            variation["stock"] = sum(r["stock"] for r in variation["warehouse_product_variation"])
-    if price:
-        delta = rng.choice([-2000, -1000, 1000, 2000, 5000])
-        moved["sale_price"] = max(1000, moved["sale_price"] + delta)
-        for variation in moved.get("variations") or []:
-            variation["sale_price"] = moved["sale_price"]
+    for row, stock in zip(_stock_rows(moved), new_stock, strict=True):
+        row["stock"] = stock
+    for variation in moved.get("variations") or []:
+        variation["stock"] = sum(r["stock"] for r in variation["warehouse_product_variation"])
+    if price is not None:
+        _set_price(moved, *price)
     return moved
+
+
+def _next_stock(
+    rng: random.Random, stock: int, mean_sold: float, need: Demand, restock: bool
+) -> int:
+    stock -= min(stock, _poisson(rng, mean_sold))
+    if restock and stock <= need.restock_below:
+        stock += need.restock_units
+    return stock
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw (Knuth for small means, a rounded normal for large ones)."""
+    if mean <= 0:
+        return 0
+    if mean > 30:
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
+    limit, k, p = math.exp(-mean), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _next_price(rng: random.Random, product: Product, need: Demand) -> tuple[int, int] | None:
+    """(new sale price, change of the suggested price) when the price moves this pass."""
+    if rng.random() >= need.price_chance:
+        return None
+    sale = int(product["sale_price"])
+    new = max(1000, round(sale * rng.choice([0.9, 0.95, 0.97, 1.03, 1.05, 1.1]) / 500) * 500)
+    if new == sale:
+        new = sale + 500
+    return new, (new - sale if rng.random() < 0.5 else 0)
+
+
+def _set_price(product: Product, sale: int, suggested_delta: int) -> None:
+    product["sale_price"] = sale
+    if "suggested_price" in product:
+        product["suggested_price"] = int(product["suggested_price"]) + suggested_delta
+    for variation in product.get("variations") or []:
+        variation["sale_price"] = sale
+        if variation.get("suggested_price") is not None:
+            variation["suggested_price"] = int(variation["suggested_price"]) + suggested_delta
 
 
 def _stock_rows(product: Product) -> list[dict[str, Any]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,114 @@ async def test_real_chromium_logs_in_through_the_form_and_sees_products() -> Non
             await browser.close()
     assert token and token.count(".") == 2
     assert sim.stats.logins == 1 and sim.stats.served[:2] == [(0, 50), (50, 50)]
+
+
+# --- a catalog that moves like a real one (issue 13) -----------------------------------------
+
+
+def _total_stock(product: dict[str, Any]) -> int:
+    rows = list(product.get("warehouse_product") or [])
+    for variation in product.get("variations") or []:
+        rows += variation["warehouse_product_variation"]
+    return sum(int(r["stock"]) for r in rows)
+
+
+def _history(sim: Simulator, passes: int) -> list[dict[int, dict[str, Any]]]:
+    seen = [{p["id"]: p for p in sim.catalog}]
+    for _ in range(passes):
+        sim.next_pass()
+        seen.append({p["id"]: p for p in sim.catalog})
+    return seen
+
+
+async def test_lookalikes_are_the_same_kind_of_item_under_another_name() -> None:
+    async with Simulator(SimulatorConfig(products=400, seed=9)) as sim:
+        by_id = {p["id"]: p for p in sim.catalog}
+        specs = sim.images
+        identical = 0
+        for copy_id, source_id in sim.lookalikes.items():
+            copy, source = by_id[copy_id], by_id[source_id]
+            noun, qualifier = sim.item_kind(copy_id)
+            assert sim.item_kind(source_id) == (noun, qualifier)
+            for title in (copy["name"], source["name"]):
+                words = " ".join(title.split()).casefold()
+                assert noun.casefold() in words and qualifier.casefold() in words, title
+            assert copy["categories"] == source["categories"]
+            assert 0.8 <= copy["sale_price"] / source["sale_price"] <= 1.2
+            a = specs[copy["gallery"][0]["urlS3"]]
+            b = specs[source["gallery"][0]["urlS3"]]
+            identical += (a.kind, a.variant) == (b.kind, b.variant)
+    assert identical >= 3  # some suppliers upload the very same file
+
+
+async def test_products_sell_at_their_own_rates_and_some_restock() -> None:
+    async with Simulator(SimulatorConfig(products=300, seed=13)) as sim:
+        history = _history(sim, 14)
+    sold: dict[int, int] = {}
+    restocks = 0
+    for before, after in itertools.pairwise(history):
+        for pid, product in after.items():
+            change = _total_stock(product) - _total_stock(before[pid])
+            sold[pid] = sold.get(pid, 0) + max(0, -change)
+            restocks += change > 0
+    per_product = sorted(sold.values())
+    assert per_product[len(per_product) // 2] <= 2  # most products barely sell
+    assert per_product[-1] >= 60  # a few sell dozens in two weeks
+    assert sum(1 for n in per_product if n > 0) >= 60
+    assert restocks >= 5
+    moved = {
+        pid
+        for before, after in itertools.pairwise(history)
+        for pid in after
+        if after[pid]["sale_price"] != before[pid]["sale_price"]
+    }
+    assert 2 <= len(moved) <= 60  # prices move now and then
+
+
+async def test_the_same_seed_moves_the_same_way() -> None:
+    config = SimulatorConfig(products=150, seed=17, churn=0.02)
+    async with Simulator(config) as a, Simulator(config) as b:
+        assert _history(a, 6) == _history(b, 6)
+
+
+async def test_with_churn_listings_vanish_and_new_ones_appear_with_their_photos(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with Simulator(SimulatorConfig(products=200, seed=19, churn=0.02)) as sim:
+        first = {p["id"] for p in sim.catalog}
+        assert len(first) == 200
+        _history(sim, 5)
+        now = {p["id"] for p in sim.catalog}
+        appeared = [p for p in sim.catalog if p["id"] not in first]
+        assert len(first - now) >= 5 and len(appeared) >= 5
+        assert sim.catalog[0]["id"] not in first  # new listings come first
+        async with http.get(sim.image_url(appeared[0])) as r:
+            assert r.status in (200, 404)  # served, or one of the broken photos on purpose
+            assert appeared[0]["gallery"][0]["urlS3"] in sim.images
+    async with Simulator(SimulatorConfig(products=200, seed=19)) as still:
+        _history(still, 5)
+        assert {p["id"] for p in still.catalog} == first  # churn is off by default
+
+
+async def test_a_new_scrape_pass_advances_the_catalog_and_the_simulated_clock(
+    http: aiohttp.ClientSession,
+) -> None:
+    start = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    config = SimulatorConfig(
+        products=90, seed=23, start_at=start, advance_each_pass=True, max_passes=2
+    )
+    async with Simulator(config) as sim:
+        token = await token_for(http, sim)
+        assert start <= sim.clock() < start + timedelta(minutes=5)
+        for expected_pass in (0, 1, 2, 2):
+            pages = []
+            for offset in (0, 40, 80):
+                _, _, body = await fetch_page(http, sim, token, offset, 40)
+                pages.append(body["objects"])
+                assert sim.pass_no == expected_pass
+            assert [len(p) for p in pages] == [40, 40, 10]
+        day = sim.clock() - start
+        assert timedelta(days=2) <= day < timedelta(days=2, minutes=5)
+        # Re-reading a page in the middle of a pass does not start a new one.
+        await fetch_page(http, sim, token, 40, 40)
+        assert sim.pass_no == 2
