@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -614,7 +615,9 @@ class ScraperStage:
 
     name = "scraper"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        # The capture-time source: the wall clock, or a simulator's clock (`dahell demo`).
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._progress: Progress | None = None
         self._ids: _PassIds | None = None
         self._ticker = _Ticker()
@@ -789,7 +792,7 @@ class ScraperStage:
         start: int,
         products: list[Any],
     ) -> None:
-        captured_at = datetime.now(UTC)
+        captured_at = self._clock()
         lines = journal_lines(products, captured_at, progress.pass_id, start)
         appended = await asyncio.to_thread(writer.append, lines, captured_at)
         batch = JournalBatch(
