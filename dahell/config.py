@@ -52,6 +52,7 @@ LIVE_KEYS = frozenset(
         "vectorizer.retry_backoff_s",
         "vectorizer.retry_backoff_max_s",
         "vectorizer.max_attempts",
+        "vectorizer.dedup_images",
         "supervisor.max_restarts",
         "supervisor.restart_window_s",
         "supervisor.backoff_initial_s",
@@ -163,7 +164,8 @@ class VectorizerConfig(Section):
     lease_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(5, ge=1)
     retry_backoff_s: float = Field(60.0, ge=0)
-    retry_backoff_max_s: float = Field(86400.0, ge=0)
+    retry_backoff_max_s: float = Field(21600.0, ge=0)
+    dedup_images: bool = True
     poll_interval_s: float = Field(5.0, gt=0)
     stall_timeout_s: float = Field(300.0, gt=0)
 

@@ -11,7 +11,8 @@ steps joined by bounded queues, so that the model never waits on the network:
 Rules for a row of `embedding_jobs` (the SQL below is the whole truth):
 
 - **Claim**: a short transaction of its own picks rows that are not done and whose
-  `next_attempt_at` is due, oldest first, `FOR UPDATE SKIP LOCKED`, below `max_attempts`; it sets
+  `next_attempt_at` is due, useful first (`priority_at`, see `CLAIM_SQL`), `FOR UPDATE SKIP
+  LOCKED`, below `max_attempts` (claims not ended by a transient failure); it sets
   `state='claimed'`, `claimed_by` (hostname:pid:run-uuid), `attempts + 1` and a lease:
   `lease_until = next_attempt_at = now() + lease_s`. A claimed row whose lease ran out is thus due
   again and is reclaimed by any worker (expired leases and due retries are one index scan). No
@@ -21,17 +22,31 @@ Rules for a row of `embedding_jobs` (the SQL below is the whole truth):
   where the job is still claimed by this run AND its `image_url` is the one downloaded. A job
   reclaimed by another worker or whose image changed meanwhile is left alone (counted
   `discarded`); the loader's reset makes it pending again.
+- **Reuse** (`vectorizer.dedup_images`, default on): identical photos are embedded once. After
+  a claim, jobs whose `image_url` has an embedding from the current model (another product's done
+  job with that URL) get a copy of that vector without a download (`reused`, `same_url`); jobs of
+  this run with the same URL share one download. After a download, the bytes' sha256 is stored in
+  `embedding_jobs.image_sha256` (for every downloaded job: embedded, reused or refused) and a done
+  job with the same hash and model lends its vector (`reused`, `same_bytes`); images of this run
+  with the same bytes share one inference. Copies are written by PostgreSQL from the donor's row
+  (the vector never travels); a donor that vanished meanwhile releases the job (`discarded`,
+  `donor_gone`).
 - **Fail**: `state='failed'` with `reason` and `detail`. Transient failures (timeout,
-  connection_error, http_5xx, http_408, http_429, internal_error) are retried after
-  `retry_backoff_s * 2**(attempts-1)`, capped at `retry_backoff_max_s`, times a jitter in
-  [0.8, 1.2]. Permanent failures (other 4xx, not_an_image, decode_error, too_large,
-  too_many_pixels, host/scheme refused, invalid_url, no_image) fail for good at once: retrying a
-  deterministic answer only costs traffic. "For good" is `next_attempt_at = 'infinity'`, also
-  reached by a transient failure on attempt `max_attempts`. A new image URL makes the loader reset
-  the row (pending, attempts 0, next_attempt_at now()); to retry failures by hand:
-  `UPDATE embedding_jobs SET state='pending', attempts=0, next_attempt_at=now() WHERE ...`.
-- **Lost workers**: a row claimed `max_attempts` times whose last lease also expired is failed
-  for good with `lease_expired` (an image that kills its worker must not kill every worker).
+  connection_error, http_5xx, http_408, http_429) are retried without limit after
+  `retry_backoff_s * 2**(transient_failures-1)`, capped at `retry_backoff_max_s` (6 h by
+  default), times a jitter in [0.8, 1.2]: a CDN outage of any length ends in retries, and
+  `dahell status` shows how many wait and why. `transient_failures` counts them (the loader's new
+  URL resets it); they never count toward `max_attempts`. `internal_error` (a dahell bug) is
+  retried with the same backoff while `attempts - transient_failures < max_attempts`. The image's
+  own faults (other 4xx such as 404/410, not_an_image, decode_error, too_large, too_many_pixels,
+  host/scheme refused, invalid_url, no_image) fail for good at once: retrying a deterministic
+  answer only costs traffic. "For good" is `next_attempt_at = 'infinity'`. A new image URL makes
+  the loader reset the row (pending, attempts 0, next_attempt_at now()); to retry failures by
+  hand: `UPDATE embedding_jobs SET state='pending', attempts=0, next_attempt_at=now() WHERE ...`.
+- **Lost workers**: `vectorizer.max_attempts` bounds the claims that end without a transient
+  failure: a row whose `attempts - transient_failures` reached `max_attempts` and whose last
+  lease also expired is failed for good with `lease_expired` (an image that kills its worker must
+  not kill every worker).
   When the stage is restarted in the same process it releases the claims of its previous run at
   once; on a graceful stop it releases what it did not finish (attempt refunded). A cancelled or
   killed worker releases nothing: its leases expire.
@@ -43,6 +58,7 @@ Rules for a row of `embedding_jobs` (the SQL below is the whole truth):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import re
@@ -51,7 +67,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +100,12 @@ LINGER_S = 0.05
 WRITE_LINGER_S = 0.1
 #: Longest single wait, so that heartbeats and lease renewals keep their pace.
 TICK_S = 2.0
-TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "internal_error"})
+#: Failures that may go away by themselves: retried with a capped backoff, without limit.
+TRANSIENT_REASONS = frozenset({"timeout", "connection_error"})
+#: Failures retried with backoff, but only while attempts allow (a bug is rarely fixed by time).
+LIMITED_REASONS = frozenset({"internal_error"})
+#: Copies of embeddings written without inference, by why they could be reused.
+SAME_URL, SAME_BYTES = "same_url", "same_bytes"
 
 COLUMN_TYPE_SQL = """
 SELECT format_type(a.atttypid, a.atttypmod)
@@ -95,24 +116,30 @@ WHERE a.attrelid = 'product_embeddings'::regclass
 
 SWEEP_SQL = """
 UPDATE embedding_jobs
-SET state = 'failed',
-    reason = CASE WHEN state = 'claimed' THEN 'lease_expired'
-                  ELSE coalesce(reason, 'lease_expired') END,
-    detail = CASE WHEN state = 'claimed'
-                  THEN 'claimed ' || attempts || ' times, never finished (last: ' ||
-                       coalesce(claimed_by, '?') || ')'
-                  ELSE detail END,
+SET state = 'failed', reason = 'lease_expired',
+    detail = 'claimed ' || attempts || ' times, never finished (last: ' ||
+             coalesce(claimed_by, '?') || ')',
     next_attempt_at = 'infinity', lease_until = NULL, claimed_by = NULL, updated_at = now()
-WHERE state <> 'done' AND next_attempt_at <= now() AND attempts >= $1
-  AND (state <> 'claimed' OR lease_until < now())
+WHERE state = 'claimed' AND next_attempt_at <= now() AND lease_until < now()
+  AND attempts - transient_failures >= $1
 """
 
+#: The claim order, "useful first": by `priority_at`, which the trigger of
+#: sql/005_embedding_reuse_priority.sql keeps at `next_attempt_at - bonus` for pending rows
+#: (bonus: in stock 12 h + captured within a day 6 h + no embedding yet 6 h, at most 24 h) and
+#: at `next_attempt_at` for every other state. So products in stock and recently changed go
+#: before stale and empty ones, new products before re-embeds, and nothing starves: a job that
+#: has waited longer than the largest bonus goes before anything queued after it. Because the
+#: bonus is never negative, `next_attempt_at <= now()` implies `priority_at <= now()`: the scan
+#: walks embedding_jobs_priority_idx from its start up to now() (claimed and retrying rows sort
+#: after now(), so the filter skips almost nothing), FOR UPDATE SKIP LOCKED.
 CLAIM_SQL = """
 WITH picked AS (
     SELECT product_id FROM embedding_jobs
-    WHERE state <> 'done' AND next_attempt_at <= now() AND attempts < $3
+    WHERE state <> 'done' AND priority_at <= now() AND next_attempt_at <= now()
+      AND attempts - transient_failures < $3
       AND (state <> 'claimed' OR lease_until < now())
-    ORDER BY next_attempt_at
+    ORDER BY priority_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
@@ -123,7 +150,7 @@ SET state = 'claimed', claimed_by = $2, attempts = j.attempts + 1,
     updated_at = now()
 FROM picked
 WHERE j.product_id = picked.product_id
-RETURNING j.product_id, j.image_url, j.attempts
+RETURNING j.product_id, j.image_url, j.attempts, j.transient_failures
 """
 
 RENEW_SQL = """
@@ -143,13 +170,14 @@ WHERE state = 'claimed' AND claimed_by = ANY($1::text[])
 
 WRITE_EMBEDDINGS_SQL = """
 WITH input AS (
-    SELECT ids.product_id, ids.image_url,
+    SELECT ids.product_id, ids.image_url, ids.sha,
            ($3::real[])[(ids.n - 1) * $4 + 1 : ids.n * $4]::vector AS embedding
-    FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS ids(product_id, image_url, n)
+    FROM unnest($1::bigint[], $2::text[], $7::bytea[]) WITH ORDINALITY
+         AS ids(product_id, image_url, sha, n)
 ), done AS (
     UPDATE embedding_jobs AS j
     SET state = 'done', reason = NULL, detail = NULL, lease_until = NULL, claimed_by = NULL,
-        next_attempt_at = now(), updated_at = now()
+        next_attempt_at = now(), updated_at = now(), image_sha256 = i.sha
     FROM input AS i
     WHERE j.product_id = i.product_id AND j.state = 'claimed' AND j.claimed_by = $5
       AND j.image_url = i.image_url
@@ -165,24 +193,78 @@ SET embedding_visual = EXCLUDED.embedding_visual, image_url = EXCLUDED.image_url
 RETURNING e.product_id
 """
 
+#: A done job of the current model whose image has these bytes (its embedding can be copied).
+DONOR_BY_BYTES_SQL = """
+SELECT d.product_id
+FROM embedding_jobs AS d
+JOIN product_embeddings AS e ON e.product_id = d.product_id AND e.image_url = d.image_url
+WHERE d.image_sha256 = $1 AND d.state = 'done' AND e.model_sha256 = $2
+LIMIT 1
+"""
+
+#: For each URL, a done job of the current model with that image URL, and its bytes' hash.
+DONORS_BY_URL_SQL = """
+SELECT DISTINCT ON (u.url) u.url, d.product_id AS donor, d.image_sha256
+FROM unnest($1::text[]) AS u(url)
+JOIN product_embeddings AS e ON e.image_url = u.url AND e.model_sha256 = $2
+JOIN embedding_jobs AS d
+  ON d.product_id = e.product_id AND d.state = 'done' AND d.image_url = e.image_url
+ORDER BY u.url, e.processed_at DESC
+"""
+
+#: Copy donors' embeddings to claimed jobs in one statement (the vectors never leave PostgreSQL).
+WRITE_COPIES_SQL = """
+WITH src AS (
+    SELECT i.product_id, i.image_url, i.sha, e.embedding_visual, e.model_sha256
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[])
+         AS i(product_id, image_url, donor, sha)
+    JOIN product_embeddings AS e ON e.product_id = i.donor
+), done AS (
+    UPDATE embedding_jobs AS j
+    SET state = 'done', reason = NULL, detail = NULL, lease_until = NULL, claimed_by = NULL,
+        next_attempt_at = now(), updated_at = now(), image_sha256 = s.sha
+    FROM src AS s
+    WHERE j.product_id = s.product_id AND j.state = 'claimed' AND j.claimed_by = $5
+      AND j.image_url = s.image_url
+    RETURNING j.product_id
+)
+INSERT INTO product_embeddings AS e
+    (product_id, embedding_visual, image_url, model_sha256, processed_at)
+SELECT s.product_id, s.embedding_visual, s.image_url, s.model_sha256, now()
+FROM src AS s JOIN done USING (product_id)
+ON CONFLICT (product_id) DO UPDATE
+SET embedding_visual = EXCLUDED.embedding_visual, image_url = EXCLUDED.image_url,
+    model_sha256 = EXCLUDED.model_sha256, processed_at = EXCLUDED.processed_at
+RETURNING e.product_id
+"""
+
+#: retry_s NULL: final. kind 'transient' retries without limit (and counts in
+#: transient_failures); 'limited' retries while attempts not ended by a transient failure stay
+#: below max_attempts ($6).
 WRITE_FAILURES_SQL = """
 UPDATE embedding_jobs AS j
 SET state = 'failed', reason = f.reason, detail = f.detail, lease_until = NULL,
-    claimed_by = NULL, updated_at = now(),
-    next_attempt_at = CASE WHEN f.retry_s IS NULL OR j.attempts >= $6 THEN 'infinity'::timestamptz
-                           ELSE now() + make_interval(secs => f.retry_s) END
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[])
-     AS f(product_id, image_url, reason, detail, retry_s)
+    claimed_by = NULL, updated_at = now(), image_sha256 = coalesce(f.sha, j.image_sha256),
+    transient_failures = j.transient_failures + (f.kind = 'transient')::int,
+    next_attempt_at = CASE
+        WHEN f.retry_s IS NULL THEN 'infinity'::timestamptz
+        WHEN f.kind = 'limited' AND j.attempts - j.transient_failures >= $6
+            THEN 'infinity'::timestamptz
+        ELSE now() + make_interval(secs => f.retry_s) END
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::float8[], $8::text[],
+            $9::bytea[])
+     AS f(product_id, image_url, reason, detail, retry_s, kind, sha)
 WHERE j.product_id = f.product_id AND j.state = 'claimed' AND j.claimed_by = $7
   AND j.image_url IS NOT DISTINCT FROM f.image_url
-RETURNING j.product_id, j.attempts, j.next_attempt_at = 'infinity'::timestamptz AS final
+RETURNING j.product_id, j.attempts, j.transient_failures,
+          j.next_attempt_at = 'infinity'::timestamptz AS final
 """
 
 WORK_REMAINS_SQL = """
 SELECT EXISTS (
     SELECT 1 FROM embedding_jobs
     WHERE state IN ('pending', 'claimed')
-       OR (state = 'failed' AND next_attempt_at <= now() AND attempts < $1)
+       OR (state = 'failed' AND next_attempt_at <= now() AND attempts - transient_failures < $1)
 )
 """
 
@@ -198,12 +280,21 @@ def backoff_seconds(attempts: int, base_s: float, max_s: float, rng: random.Rand
     return min(delay * rng.uniform(0.8, 1.2), max_s)
 
 
+def retry_kind(reason: str) -> str | None:
+    """'transient' (retried without limit), 'limited' (retried up to max_attempts) or None."""
+    if reason in TRANSIENT_REASONS:
+        return "transient"
+    if reason in LIMITED_REASONS:
+        return "limited"
+    match = re.fullmatch(r"http_(\d{3})", reason)
+    if match is not None and (int(match.group(1)) >= 500 or match.group(1) in ("408", "429")):
+        return "transient"
+    return None
+
+
 def is_transient(reason: str) -> bool:
     """Whether a failure may go away by itself (so it is retried with backoff)."""
-    if reason in TRANSIENT_REASONS:
-        return True
-    match = re.fullmatch(r"http_(\d{3})", reason)
-    return match is not None and (int(match.group(1)) >= 500 or match.group(1) in ("408", "429"))
+    return retry_kind(reason) is not None
 
 
 # --- the embedding column ------------------------------------------------------------------
@@ -296,21 +387,49 @@ class VectorizerStage:
         return embedder
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Job:
     product_id: int
     image_url: str | None
     attempts: int
+    transient_failures: int = 0
+    sha: bytes | None = None  # sha256 of the downloaded bytes, once known
 
 
 @dataclass(slots=True)
 class Outcome:
-    """How one job ended in this run: a vector, or a failure reason."""
+    """How one job ended in this run: a vector, a donor's vector to copy, or a failure reason.
+
+    `reused` names why no inference ran for it (`same_url`, `same_bytes`), "" when it did.
+    """
 
     job: Job
     vector: Vector | None = None
+    donor: int | None = None
     reason: str = ""
     detail: str = ""
+    reused: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Jobs of this run waiting for the outcome of one leader with the same URL or bytes."""
+
+    leader: Job
+    kind: str  # SAME_URL or SAME_BYTES
+    followers: list[Job] = field(default_factory=list)
+
+
+def _follower_outcome(outcome: Outcome, job: Job, kind: str) -> Outcome:
+    """The outcome a follower takes from its leader's: the same vector, donor or failure."""
+    job.sha = job.sha or outcome.job.sha
+    if outcome.vector is None and outcome.donor is None:
+        return Outcome(job, reason=outcome.reason, detail=outcome.detail)
+    return Outcome(job, vector=outcome.vector, donor=outcome.donor, reused=kind)
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class _Run:
@@ -332,6 +451,8 @@ class _Run:
         self.model_pool = ThreadPoolExecutor(1, "vectorizer-model")
         self.capacity = max(2 * cfg.claim_batch_size, cfg.download_concurrency + 2 * cfg.batch_size)
         self._writing = False
+        self.by_url: dict[str, _Group] = {}
+        self.by_sha: dict[bytes, _Group] = {}
 
     # -- orchestration
 
@@ -415,7 +536,7 @@ class _Run:
             jobs = await self._claim(wanted)
             if jobs:
                 self.ctx.set_idle(False)
-                self._dispatch(jobs)
+                self._dispatch(await self._reuse_known_urls(jobs))
                 if len(jobs) == wanted:
                     continue
             elif not self.inflight:
@@ -430,7 +551,10 @@ class _Run:
         cfg = self.ctx.config.vectorizer
         async with self.ctx.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_SQL, n, self.run_id, cfg.max_attempts, cfg.lease_s)
-        jobs = [Job(r["product_id"], r["image_url"], r["attempts"]) for r in rows]
+        jobs = [
+            Job(r["product_id"], r["image_url"], r["attempts"], r["transient_failures"])
+            for r in rows
+        ]
         if jobs:
             self.ctx.log.debug("jobs_claimed", count=len(jobs), worker=self.run_id)
         return jobs
@@ -455,10 +579,68 @@ class _Run:
     def _dispatch(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             self.inflight[job.product_id] = job
-            if job.image_url:
+            if not job.image_url:
+                self._emit(Outcome(job, reason="no_image", detail="no image URL"))
+            elif not self._follow(self.by_url, job.image_url, job, SAME_URL):
                 self.download_q.put_nowait(job)
-            else:
-                self.write_q.put_nowait(Outcome(job, reason="no_image", detail="no image URL"))
+
+    # -- reuse: identical photos are embedded once
+
+    @property
+    def _dedup(self) -> bool:
+        return self.ctx.config.vectorizer.dedup_images
+
+    def _follow(self, groups: dict[Any, _Group], key: Any, job: Job, kind: str) -> bool:
+        """Attach `job` to the group in flight for `key` (True), or make it the leader (False)."""
+        if not self._dedup:
+            return False
+        group = groups.get(key)
+        if group is None:
+            groups[key] = _Group(job, kind)
+            return False
+        group.followers.append(job)
+        return True
+
+    def _emit(self, outcome: Outcome) -> None:
+        """Queue `outcome` for the writer, and its followers' outcomes with it."""
+        self.write_q.put_nowait(outcome)
+        for group in self._groups_led_by(outcome.job):
+            for follower in group.followers:
+                self._emit(_follower_outcome(outcome, follower, group.kind))
+
+    def _drop(self, job: Job) -> None:
+        """Stopping: `job` (and whoever waits on it) will not be finished in this run."""
+        self.dropped.add(job.product_id)
+        for group in self._groups_led_by(job):
+            for follower in group.followers:
+                self._drop(follower)
+
+    def _groups_led_by(self, job: Job) -> list[_Group]:
+        """Remove and return the groups `job` leads (its URL's, its bytes')."""
+        led = []
+        if job.image_url is not None and (g := self.by_url.get(job.image_url)) and g.leader is job:
+            led.append(self.by_url.pop(job.image_url))
+        if job.sha is not None and (g := self.by_sha.get(job.sha)) and g.leader is job:
+            led.append(self.by_sha.pop(job.sha))
+        return led
+
+    async def _reuse_known_urls(self, jobs: list[Job]) -> list[Job]:
+        """Copy embeddings already made from the same URL; return the jobs still to download."""
+        urls = sorted({j.image_url for j in jobs if j.image_url})
+        if not self._dedup or not urls:
+            return jobs
+        sha = self.embedder.manifest.graph_sha256
+        rows = await self.ctx.pool.fetch(DONORS_BY_URL_SQL, urls, sha)
+        donors = {r["url"]: (r["donor"], r["image_sha256"]) for r in rows}
+        reuse = [j for j in jobs if j.image_url in donors]
+        if not reuse:
+            return jobs
+        for job in reuse:
+            job.sha = donors[job.image_url or ""][1]
+        copied = await self._write_copies(
+            [(j, donors[j.image_url or ""][0]) for j in reuse], SAME_URL
+        )
+        return [j for j in jobs if j.product_id not in copied]
 
     async def _wait(self, timeout: float, *, for_work: bool) -> None:
         """Wait for a nudge (when looking for work), finished work, shutdown or `timeout`."""
@@ -492,21 +674,34 @@ class _Run:
         while True:
             job = await self.download_q.get()
             if self.ctx.stopping.is_set():
-                self.dropped.add(job.product_id)
+                self._drop(job)
                 self.progress.set()
                 continue
             async with self.ctx.working():
                 outcome = await self._prepare(fetcher, job)
                 if outcome is not None:
-                    self.write_q.put_nowait(outcome)
+                    self._emit(outcome)
 
     async def _prepare(self, fetcher: ImageFetcher, job: Job) -> Outcome | None:
-        """Download and preprocess one image: a failure, or None once queued for inference."""
+        """Download, hash and preprocess one image.
+
+        Returns its outcome (a failure, or a donor's vector to copy), or None once the image is
+        queued for inference or waits on another job of this run with the same bytes.
+        """
         assert job.image_url
         max_pixels = self.ctx.config.vectorizer.max_image_pixels
+        loop = asyncio.get_running_loop()
         try:
             data = await fetcher.fetch(job.image_url)
-            loop = asyncio.get_running_loop()
+            job.sha = await loop.run_in_executor(self.prep_pool, _digest, data)
+            if self._follow(self.by_sha, job.sha, job, SAME_BYTES):
+                return None
+            if self._dedup:
+                donor = await self.ctx.pool.fetchval(
+                    DONOR_BY_BYTES_SQL, job.sha, self.embedder.manifest.graph_sha256
+                )
+                if donor is not None:
+                    return Outcome(job, donor=donor, reused=SAME_BYTES)
             pixels = await loop.run_in_executor(
                 self.prep_pool, preprocess, data, self.embedder.manifest, max_pixels
             )
@@ -528,7 +723,7 @@ class _Run:
                 pixels = np.stack([p for _, p in batch])
                 vectors = await loop.run_in_executor(self.model_pool, self.embedder.embed, pixels)
             for (job, _), vector in zip(batch, vectors, strict=True):
-                self.write_q.put_nowait(Outcome(job, vector=vector))
+                self._emit(Outcome(job, vector=vector))
 
     async def _next_batch(self) -> list[tuple[Job, Vector]]:
         size = self.ctx.config.vectorizer.batch_size
@@ -575,9 +770,13 @@ class _Run:
     async def _flush(self, batch: list[Outcome]) -> None:
         started = time.monotonic()
         good = [o for o in batch if o.vector is not None]
-        bad = [o for o in batch if o.vector is None]
+        copies = [o for o in batch if o.vector is None and o.donor is not None]
+        bad = [o for o in batch if o.vector is None and o.donor is None]
         if good:
             await self._write_embeddings(good, started)
+        for reused in {o.reused for o in copies}:
+            pairs = [(o.job, o.donor or 0) for o in copies if o.reused == reused]
+            await self._write_copies(pairs, reused, release_lost=True)
         if bad:
             await self._write_failures(bad)
         for outcome in batch:
@@ -595,10 +794,14 @@ class _Run:
             self.embedder.dim,
             self.run_id,
             self.embedder.manifest.graph_sha256,
+            [o.job.sha for o in good],
         )
         seconds = time.monotonic() - started
         discarded = len(good) - len(written)
-        self.ctx.count("embedded", n=len(written))
+        ids = {r["product_id"] for r in written}
+        for reused in ("", SAME_URL, SAME_BYTES):
+            n = sum(1 for o in good if o.reused == reused and o.job.product_id in ids)
+            self.ctx.count("reused" if reused else "embedded", reused, n)
         self.ctx.count("discarded", "claim_lost", discarded)
         self.ctx.observe_batch(seconds)
         self.ctx.log.info(
@@ -609,13 +812,48 @@ class _Run:
             write_s=round(seconds, 4),
         )
 
+    async def _write_copies(
+        self, pairs: list[tuple[Job, int]], reused: str, *, release_lost: bool = False
+    ) -> set[int]:
+        """Copy each donor's embedding to its job; return the jobs written.
+
+        With `release_lost`, jobs not written (their donor vanished meanwhile, or the claim was
+        lost) are released to be tried again from scratch, attempt refunded.
+        """
+        rows = await self.ctx.pool.fetch(
+            WRITE_COPIES_SQL,
+            [j.product_id for j, _ in pairs],
+            [j.image_url for j, _ in pairs],
+            [donor for _, donor in pairs],
+            [j.sha for j, _ in pairs],
+            self.run_id,
+        )
+        copied = {r["product_id"] for r in rows}
+        self.ctx.count("reused", reused, len(copied))
+        lost = [j.product_id for j, _ in pairs if j.product_id not in copied]
+        if lost and release_lost:
+            await _release(self.ctx.pool, [self.run_id], lost, refund=1)
+            self.ctx.count("discarded", "donor_gone", len(lost))
+        if copied:
+            self.ctx.heartbeat()
+            self.ctx.log.info("embeddings_reused", count=len(copied), reused=reused)
+        return copied
+
     async def _write_failures(self, bad: list[Outcome]) -> None:
         cfg = self.ctx.config.vectorizer
+        kinds = [retry_kind(o.reason) for o in bad]
         retry = [
-            backoff_seconds(o.job.attempts, cfg.retry_backoff_s, cfg.retry_backoff_max_s, self.rng)
-            if is_transient(o.reason)
-            else None
-            for o in bad
+            None
+            if kind is None
+            else backoff_seconds(
+                o.job.transient_failures + 1
+                if kind == "transient"
+                else o.job.attempts - o.job.transient_failures,
+                cfg.retry_backoff_s,
+                cfg.retry_backoff_max_s,
+                self.rng,
+            )
+            for o, kind in zip(bad, kinds, strict=True)
         ]
         rows = await self.ctx.pool.fetch(
             WRITE_FAILURES_SQL,
@@ -626,6 +864,8 @@ class _Run:
             retry,
             cfg.max_attempts,
             self.run_id,
+            [k or "final" for k in kinds],
+            [o.job.sha for o in bad],
         )
         written = {r["product_id"]: r for r in rows}
         for outcome, retry_s in zip(bad, retry, strict=True):
@@ -640,6 +880,7 @@ class _Run:
                 reason=outcome.reason,
                 detail=outcome.detail[:300],
                 attempts=row["attempts"],
+                transient_failures=row["transient_failures"],
                 final=row["final"],
                 retry_in_s=None if row["final"] or retry_s is None else round(retry_s, 1),
             )

@@ -402,16 +402,44 @@ async def test_transient_failure_is_retried_with_growing_backoff_until_it_works(
     assert server.requests["/img/flaky"] == 3
 
 
-async def test_transient_failure_at_max_attempts_fails_for_good(
+async def test_transient_failures_keep_retrying_past_max_attempts_with_a_capped_backoff(
     pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
 ) -> None:
-    await add_products(pool, {1: server.url("/status/500")})
-    await pool.execute("UPDATE embedding_jobs SET attempts = 1")
+    """A CDN outage longer than max_attempts' waits leaves the backlog retrying, not failed."""
+    await add_products(pool, {1: server.url("/status/500"), 2: server.url("/slow")})
+    await pool.execute("UPDATE embedding_jobs SET attempts = 7, transient_failures = 7")
+    config = vectorizer_config(
+        make_config, pg_dsn, model_dir, max_attempts="2", retry_backoff_max_s="600"
+    )
+    ctx = await run_until_idle(pool, config)
+    state = await jobs(pool)
+    for pid, reason in ((1, "http_500"), (2, "timeout")):
+        row = state[pid]
+        assert (row["state"], row["reason"], row["attempts"]) == ("failed", reason, 8)
+        assert 0 < row["due_in"] <= 600, (pid, row["due_in"])  # capped, not final
+    counts = await pool.fetch("SELECT transient_failures FROM embedding_jobs")
+    assert {r["transient_failures"] for r in counts} == {8}
+    assert ctx.counters[("failed", "http_500")] == 1
+
+
+async def test_an_internal_error_still_stops_at_max_attempts(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    """max_attempts keeps bounding claims that end without a transient failure."""
+    from dahell.stages import vectorizer
+
+    await add_products(pool, {1: server.url("/img/red")})
+    await pool.execute("UPDATE embedding_jobs SET attempts = 4, transient_failures = 3")
     config = vectorizer_config(make_config, pg_dsn, model_dir, max_attempts="2")
-    await run_until_idle(pool, config)
+    original = vectorizer.preprocess
+    vectorizer.preprocess = lambda *a: 1 / 0  # type: ignore[assignment,misc]
+    try:
+        await run_until_idle(pool, config)
+    finally:
+        vectorizer.preprocess = original
     row = (await jobs(pool))[1]
-    assert (row["state"], row["reason"], row["attempts"]) == ("failed", "http_500", 2)
-    assert row["due_in"] > FAR
+    assert (row["state"], row["reason"]) == ("failed", "internal_error")
+    assert row["due_in"] > FAR  # attempts 5 - transient 3 = 2 = max_attempts: final
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
@@ -521,7 +549,10 @@ async def test_two_workers_embed_each_product_exactly_once(
         await asyncio.wait_for(
             asyncio.gather(*(VectorizerStage().run(c) for c in contexts)), timeout=60
         )
-        embedded = [c.counters[("embedded", "")] for c in contexts]
+        embedded = [
+            sum(n for (outcome, _), n in c.counters.items() if outcome in ("embedded", "reused"))
+            for c in contexts
+        ]
         assert sum(embedded) == n and min(embedded) > 0, embedded
         assert all(count == 1 for count in server.requests.values())
         assert len(server.requests) == n
