@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from dahell.supervisor import Supervisor
 
 PUBLIC_PATHS = ("/healthz", "/", "/static/")
+PUBLIC_PAGES = ("/", "/healthz", "/research")
 TOTALS_CACHE_S = 5.0
 SUPERVISOR_KEY = web.AppKey("supervisor", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,6 +49,8 @@ class StatusServer:
         app.add_routes(
             [
                 web.get("/", self.index),
+                web.get("/research", self.research_page),
+                web.get("/product/{product_id}", self.product_page),
                 web.get("/static/{name}", self.static),
                 web.get("/healthz", self.healthz),
                 web.get("/status", self.status),
@@ -74,7 +77,8 @@ class StatusServer:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.sup.config.http.token
         path = request.path
-        public = path == "/" or path == "/healthz" or path.startswith("/static/")
+        # The pages are static files; the data they fetch needs the token.
+        public = path in PUBLIC_PAGES or path.startswith(("/static/", "/product/"))
         if token and not public:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -133,6 +137,12 @@ class StatusServer:
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return await self._web_file("index.html")
+
+    async def research_page(self, request: web.Request) -> web.StreamResponse:
+        return await self._web_file("research.html")
+
+    async def product_page(self, request: web.Request) -> web.StreamResponse:
+        return await self._web_file("product.html")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         return await self._web_file(request.match_info["name"])
