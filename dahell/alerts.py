@@ -6,13 +6,14 @@ per-(stage, kind) rate limit and posts `{"text": ...}` to `alerts.webhook_url` w
 a few retries. Nothing here raises into the caller, and the webhook URL (a secret) is never
 logged: failures are described by status code or exception type only.
 
-Kinds: `failed`, `parked`, `stalled` (the stage entered that state) and `recovered` (it is
-running or idle again after one of those). An alert of one (stage, kind) sent less than
-`alerts.min_interval_s` after the last one of that (stage, kind) is held, not dropped: each stage
-holds only its latest alert, which goes out when the interval ends (or on close), unless the last
-alert sent for that stage already says the same thing. So the last word about a stage is always
-its latest state (failed -> recovered -> failed sends the final "failed"); alerts replaced while
-held are counted and the next one sent says how many were suppressed.
+Kinds: `failed`, `parked`, `stalled` (the stage entered that state), `disk_full` (it retries
+on a full disk) and `recovered` (it is running or idle again after one of those). An alert of
+one (stage, kind) sent less than `alerts.min_interval_s` after the last one of that (stage,
+kind) is held, not dropped: each stage holds only its latest alert, which goes out when the
+interval ends (or on close), unless the last alert sent for that stage already says the same.
+So the last word about a stage is always its latest state (failed -> recovered -> failed sends
+the final "failed"); alerts replaced while held are counted, and the next one sent says how
+many were suppressed.
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from dahell.config import Config
 from dahell.log import get_logger, redact_text
 
 BAD_STATES = frozenset({"failed", "parked", "stalled"})
+# A reason that is bad whatever the state: a stage retrying on a full disk (backoff, running).
+BAD_REASONS = frozenset({"disk_full"})
 GOOD_STATES = frozenset({"running", "idle"})
 ICONS = {
     "failed": ":red_circle:",
     "parked": ":double_vertical_bar:",
     "stalled": ":warning:",
     "recovered": ":large_green_circle:",
+    "disk_full": ":floppy_disk:",
 }
 QUEUE_SIZE = 256
 POST_TIMEOUT_S = 10.0
@@ -111,12 +115,15 @@ class AlertSender:
             self._log.warning("alert_failed", stage=stage, state=new, error=type(exc).__name__)
 
     def _classify(self, stage: str, old: str, new: str, reason: str) -> Alert | None:
-        if old == new:
-            return None
         now = datetime.now(UTC)
-        if new in BAD_STATES:
+        if new in BAD_STATES and old != new:
             self._down[stage] = (new, now)
             return Alert(stage, new, new, reason, now)
+        if reason in BAD_REASONS and new != "stopped":
+            if self._down.get(stage, ("",))[0] == reason:
+                return None  # still the same trouble, retried
+            self._down[stage] = (reason, now)
+            return Alert(stage, reason, new, reason, now)
         if new in GOOD_STATES and stage in self._down:
             was, since = self._down.pop(stage)
             return Alert(stage, "recovered", new, was, now, down_since=since)
@@ -231,6 +238,11 @@ def message(alert: Alert, suppressed: int = 0, host: str = "") -> dict[str, Any]
         text = (
             f"{ICONS['recovered']} {where}: stage *{alert.stage}* recovered: {alert.state} "
             f"again at {at} (was {reason} since {since.strftime('%H:%M UTC')}, {minutes} min)"
+        )
+    elif alert.kind == "disk_full":
+        text = (
+            f"{ICONS['disk_full']} {where}: stage *{alert.stage}* is out of disk space "
+            f"(disk_full), retrying (since {at})"
         )
     else:
         detail = f": {reason}" if reason else ""

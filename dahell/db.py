@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -84,6 +85,66 @@ def _forget_dead_handles(pgdata: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+# --- which errors mean "PostgreSQL cannot be reached now" ------------------------------------
+
+#: A connection that was lost or cannot be made now: waited out by the supervisor, never a crash.
+#: Not here: a statement timeout (57014), a full disk (53100), a bad password, a bug.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    asyncpg.PostgresConnectionError,  # class 08: does not exist, failure, rejected
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+# What `asyncpg.connect` raises when the server cannot be reached (TimeoutError is an OSError).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, *CONNECTION_LOST)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached now (wait, retry) rather than a fault.
+
+    Socket errors count only when raised inside asyncpg (its connection to the server), not a
+    file's or another peer's; a timeout only when it is the pool's `acquire` waiting for a
+    connection, never a statement's `command_timeout`.
+    """
+    if isinstance(exc, CONNECTION_LOST):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "connection is closed" in str(exc)
+    if isinstance(exc, TimeoutError):
+        return _raised_in(exc, "asyncpg/pool.py", "_acquire")
+    if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return _raised_in(exc, "asyncpg/")
+    return False
+
+
+def _raised_in(exc: BaseException, path_part: str, function: str = "") -> bool:
+    """Whether a frame of `exc`'s traceback is in a file whose path contains `path_part`."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if path_part in code.co_filename.replace(os.sep, "/") and function in ("", code.co_name):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+async def connect_or_unavailable(dsn: str, **kwargs: Any) -> asyncpg.Connection:
+    """The pool's way to open a connection: a failure to connect is `DatabaseUnavailable`.
+
+    Translated here, in one place, so that every stage's "no connection now" looks the same
+    to the supervisor, whatever the socket said (refused, reset, no such socket, timed out).
+    """
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
+    except CONNECT_ERRORS as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe_error(exc)}") from exc
+    return conn
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     with contextlib.suppress(ValueError, asyncpg.UndefinedObjectError):
         # pgvector's codec (numpy arrays); absent until the first migration created the type.
@@ -127,7 +188,12 @@ async def connect(config: Config, *, migrate: bool = True, min_size: int = 1) ->
             timeout=config.database.connect_timeout_s,
             command_timeout=config.database.command_timeout_s,
             init=_init_connection,
+            connect=connect_or_unavailable,
         )
+    except DatabaseUnavailable:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

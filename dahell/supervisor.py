@@ -8,6 +8,11 @@ Rules (DESIGN.md invariant 4):
   logged, it is cancelled and restarted (a restart like any other);
 - a `StageParked` error parks the stage with its reason until SIGHUP brings new settings;
 - losing the database is not a crash: the stage waits (backoff) and retries without limit;
+  only that: `db.is_unavailable` decides, any other error (a permission error, a statement
+  timeout, an I/O error) is a crash like any other and counts toward `max_restarts`;
+- a full disk (ENOSPC, EDQUOT, PostgreSQL's 53100) is neither: the stage is retried with capped
+  backoff without limit (freeing space resumes it), but `/healthz` answers 503 naming the disk
+  (`disk_full`) until the restarted stage has done a unit of work or run `DISK_FULL_CLEAR_S`;
 - SIGTERM/SIGINT: stop intake, let the stages drain, exit 0 within `shutdown_timeout_s`; a
   second signal exits at once. SIGHUP: reload the file, apply live settings, restart only the
   stages whose other settings changed, keep the old config if the new one is invalid.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import random
 import signal
@@ -32,6 +38,7 @@ import asyncpg
 import structlog
 
 from dahell import config as config_mod
+from dahell import db
 from dahell import log as log_mod
 from dahell.errors import ConfigError, StageParked
 from dahell.metrics import Metrics
@@ -41,17 +48,9 @@ from dahell.systemd import Notifier
 HISTORY_EVERY_S = 10.0
 HISTORY_SAMPLES = 90
 IDLE_SETTLE_S = 1.5
-# Losing the database (or its connections) makes a stage wait and retry; it is not a crash.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.ConnectionFailureError,
-)
+# A restarted stage that ran this long (or did a unit of work) after a full disk has room again.
+DISK_FULL_CLEAR_S = 30.0
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Stage names whose settings live in the config section of the same name.
 QUEUED_STAGES = ("loader", "vectorizer")
 
@@ -77,6 +76,8 @@ class StageRuntime:
     stalled: bool = False
     reconfigured: bool = False
     done: bool = False
+    disk_full: str | None = None  # what the last ENOSPC said, until the stage works again
+    run_mark: tuple[int, float] = (0, 0.0)  # (units counted, monotonic time) at the last start
 
     @property
     def name(self) -> str:
@@ -193,7 +194,8 @@ class Supervisor:
     async def _supervise(self, rt: StageRuntime) -> None:
         """Run one stage until shutdown, restarting it per the rules in the module docstring."""
         while not self.stopping.is_set():
-            self._set_state(rt, StageState.RUNNING)
+            self._set_state(rt, StageState.RUNNING, reason="disk_full" if rt.disk_full else None)
+            rt.run_mark = (self.units(rt), time.monotonic())
             rt.ctx.heartbeat()
             rt.stalled = rt.reconfigured = False
             rt.task = asyncio.create_task(self._run_stage(rt), name=f"stage-{rt.name}")
@@ -234,8 +236,11 @@ class Supervisor:
             return await self._crashed(rt, "returned", "the stage returned unexpectedly")
         if isinstance(exc, StageParked):
             return await self._park(rt, exc)
-        if isinstance(exc, DEPENDENCY_ERRORS):
+        if db.is_unavailable(exc):
             return await self._wait_for_dependency(rt, exc)
+        full = disk_full(exc)
+        if full is not None:
+            return await self._wait_for_disk(rt, full)
         detail = f"{type(exc).__name__}: {exc}"
         self.log.error("stage_crashed", stage=rt.name, error=detail, exc_info=exc)
         return await self._crashed(rt, "crashed", detail)
@@ -341,6 +346,35 @@ class Supervisor:
         )
         return await self._sleep_then(rt, delay)
 
+    async def _wait_for_disk(self, rt: StageRuntime, detail: str) -> str:
+        """A full disk: unhealthy and named, retried with capped backoff, never `failed`."""
+        if rt.disk_full is None:
+            self.log.error("disk_full", stage=rt.name, error=detail)
+        rt.disk_full = rt.last_error = detail
+        rt.restarts += 1
+        delay = self._backoff(min(rt.restarts, 6))
+        self._set_state(rt, StageState.BACKOFF, reason="disk_full")
+        self._record_error(rt.name, "disk_full", detail)
+        self.log.warning(
+            "stage_restarted",
+            stage=rt.name,
+            reason="disk_full",
+            error=detail,
+            restarts=rt.restarts,
+            backoff_s=round(delay, 2),
+        )
+        return await self._sleep_then(rt, delay)
+
+    def _check_disk(self, rt: StageRuntime) -> None:
+        """Clear a stage's `disk_full` once its restart did a unit of work or ran a while."""
+        if rt.disk_full is None or rt.state != StageState.RUNNING:
+            return
+        units, started = rt.run_mark
+        if self.units(rt) > units or time.monotonic() - started >= DISK_FULL_CLEAR_S:
+            self.log.info("disk_space_recovered", stage=rt.name, was=rt.disk_full)
+            rt.disk_full = None
+            self._set_state(rt, StageState.RUNNING)
+
     async def _sleep_then(self, rt: StageRuntime, delay: float) -> str:
         rt.wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -370,6 +404,7 @@ class Supervisor:
             await asyncio.sleep(1.0)
             for rt in self.runtimes.values():
                 self._check_stall(rt)
+                self._check_disk(rt)
 
     def _check_stall(self, rt: StageRuntime) -> None:
         if rt.state != StageState.RUNNING or rt.task is None or rt.task.done() or rt.stalled:
@@ -436,7 +471,7 @@ class Supervisor:
     async def _systemd_watchdog(self) -> None:
         while True:
             await asyncio.sleep(self.notifier.watchdog_interval_s)
-            if self.healthy()[0]:
+            if self.alive():  # a full disk is unhealthy, but a restart would not free space
                 self.notifier.watchdog()
 
     # --- signals and reload ----------------------------------------------------------------
@@ -504,13 +539,28 @@ class Supervisor:
             out[outcome] += n
         return out
 
+    @classmethod
+    def units(cls, rt: StageRuntime) -> int:
+        return sum(cls.outcome_counts(rt).values())
+
     def healthy(self) -> tuple[bool, list[str]]:
+        """Healthy unless a stage is failed, stalled or cannot write for a full disk."""
         reasons = [
             f"stage {rt.name} is {rt.state.value}" + (f": {rt.reason}" if rt.reason else "")
             for rt in self.runtimes.values()
             if rt.state in (StageState.FAILED, StageState.STALLED)
         ]
+        reasons += [
+            f"stage {rt.name} is out of disk space: disk_full: {rt.disk_full}"
+            for rt in self.runtimes.values()
+            if rt.disk_full and rt.state not in (StageState.FAILED, StageState.STALLED)
+        ]
         return not reasons, reasons
+
+    def alive(self) -> bool:
+        """No stage failed or stalled: what the systemd watchdog pings for."""
+        bad = (StageState.FAILED, StageState.STALLED)
+        return not any(rt.state in bad for rt in self.runtimes.values())
 
     def stage_view(self, rt: StageRuntime) -> dict[str, Any]:
         counters: dict[str, int] = {}
@@ -552,6 +602,21 @@ def task_stack(task: asyncio.Task[Any]) -> str:
         )
     lines = traceback.StackSummary.extract(frames).format()
     return f"Stack for task {task.get_name()} (most recent call last):\n" + "".join(lines)
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """What a full disk said (the file and the error), if `exc` or what caused it was one."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            where = f": {seen.filename}" if seen.filename else ""
+            return f"{seen.strerror or errno.errorcode[seen.errno]}{where}"
+        if isinstance(seen, asyncpg.exceptions.DiskFullError):
+            return f"PostgreSQL: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _changed_keys(old: config_mod.Config, new: config_mod.Config) -> set[str]:

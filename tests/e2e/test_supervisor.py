@@ -8,6 +8,7 @@ section named like the stage, so the test stages are called "loader" and "vector
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 import structlog
 
 from dahell import config as config_mod
+from dahell.errors import DatabaseUnavailable
 from dahell.http import StatusServer
 from dahell.stages.base import Context, StageState
 from dahell.supervisor import Supervisor
@@ -293,3 +295,176 @@ async def test_a_failed_stage_under_degrade_leaves_the_rest_running_and_healthz_
         await server.close()
     assert code == 0
     assert supervisor.runtimes["loader"].state == StageState.FAILED  # kept, for the record
+
+
+# --- what counts as a crash: only a lost database is waited out ---------------------------
+
+
+class FailingStage:
+    """Raises the next of its errors on each run; once they are used up, works until shutdown."""
+
+    name = "loader"
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+        self.runs = 0
+        self.working = asyncio.Event()
+
+    async def run(self, ctx: Context) -> None:
+        self.runs += 1
+        await asyncio.sleep(0)
+        if self.errors:
+            raise self.errors.pop(0)
+        self.working.set()
+        while not await ctx.sleep(0.05):
+            ctx.count("inserted")
+
+
+class DiskFullStage:
+    """Fails to write while `full` is set, as the journal does on a full disk; then works."""
+
+    name = "loader"
+
+    def __init__(self) -> None:
+        self.full = True
+        self.runs = 0
+
+    async def run(self, ctx: Context) -> None:
+        self.runs += 1
+        await asyncio.sleep(0)
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/journal/x.jsonl")
+        while not await ctx.sleep(0.05):
+            ctx.count("inserted")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(errno.EACCES, "Permission denied", "/data/journal"),
+        TimeoutError("command timed out"),
+        OSError(errno.EIO, "Input/output error", "/data/journal/x.jsonl"),
+    ],
+    ids=["EACCES", "timeout", "EIO"],
+)
+async def test_an_os_error_that_is_not_the_database_is_a_crash_that_counts(
+    error: BaseException,
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    port = free_port()
+    config = make_config(
+        SUPERVISOR__MAX_RESTARTS="2",
+        SUPERVISOR__ON_STAGE_FAILURE="degrade",
+        HTTP__LISTEN=f"127.0.0.1:{port}",
+        **FAST,
+    )
+    stage = FailingStage([error] * 10)
+    supervisor = Supervisor(config, [stage, SteadyStage()], pool)
+    changes: list[tuple[str, str]] = []
+    supervisor.on_state_change = lambda name, old, new, reason: changes.append((new, reason))
+    server = StatusServer(supervisor)
+    await server.start()
+    running = asyncio.create_task(supervisor.run())
+    try:
+        loader = supervisor.runtimes["loader"]
+        await until(lambda: loader.state == StageState.FAILED, what="a failed loader")
+        assert stage.runs == 3
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 503
+        assert type(error).__name__ in body["reasons"][0]
+        assert len(events(logs, "stage_crashed", stage="loader")) == 3
+        assert not events(logs, "stage_restarted", reason="database_unavailable")
+        assert changes[-1][0] == "failed"  # what the alerts are sent from
+    finally:
+        supervisor.request_stop(0, "test over")
+        await asyncio.wait_for(running, timeout=15)
+        await server.close()
+
+
+async def test_a_lost_database_is_waited_out_beyond_max_restarts(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    refused = await _error_from(asyncpg.connect(f"postgresql://u@127.0.0.1:{free_port()}/x"))
+    errors: list[BaseException] = [
+        DatabaseUnavailable("cannot connect to PostgreSQL: refused"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        refused,
+    ]
+    config = make_config(SUPERVISOR__MAX_RESTARTS="1", **FAST)
+    stage = FailingStage(errors)
+    supervisor = Supervisor(config, [stage], pool)
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await asyncio.wait_for(stage.working.wait(), timeout=10)
+        assert supervisor.healthy()[0] is True
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+    assert code == 0 and stage.runs == 5
+    waits = events(logs, "stage_restarted", reason="database_unavailable")
+    assert len(waits) == 4
+    assert not events(logs, "stage_crashed") and not events(logs, "stage_failed")
+
+
+async def test_a_full_disk_is_unhealthy_and_named_retried_and_resumes_when_space_returns(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    port = free_port()
+    config = make_config(
+        SUPERVISOR__MAX_RESTARTS="1",
+        SUPERVISOR__ON_STAGE_FAILURE="exit",
+        HTTP__LISTEN=f"127.0.0.1:{port}",
+        **FAST,
+    )
+    stage = DiskFullStage()
+    supervisor = Supervisor(config, [stage, SteadyStage()], pool)
+    changes: list[tuple[str, str, str]] = []
+    supervisor.on_state_change = lambda name, old, new, reason: changes.append((name, new, reason))
+    server = StatusServer(supervisor)
+    await server.start()
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: stage.runs > 5, what="several retries")
+        assert not running.done()  # more than max_restarts, yet not failed: the process stays
+        loader = supervisor.runtimes["loader"]
+        assert loader.state != StageState.FAILED
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 503, body
+        (reason,) = body["reasons"]
+        assert "disk_full" in reason and "/data/journal/x.jsonl" in reason
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")
+        assert full["stages"]["loader"]["reason"] == "disk_full"
+        assert ("loader", "backoff", "disk_full") in changes  # what the alert is sent from
+
+        stage.full = False  # space freed: it resumes by itself
+        await until(lambda: supervisor.healthy()[0], what="healthy again")
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and body["stages"]["loader"] == "running"
+        assert loader.ctx.counters[("inserted", "")] > 0
+        assert changes[-1] == ("loader", "running", "")
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+        await server.close()
+    assert code == 0
+    assert not events(logs, "stage_failed")
+    assert events(logs, "stage_restarted", reason="disk_full")
+    assert len(events(logs, "disk_full", stage="loader")) == 1  # one error line, not one a retry
+
+
+async def _error_from(coro: Any) -> BaseException:
+    try:
+        await coro
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error")

@@ -226,3 +226,20 @@ async def test_a_held_alert_the_stage_already_left_is_not_sent(
         assert len(webhook.posts) == 2  # "recovered" was the last word and is still true
     finally:
         await sender.close()
+
+
+async def test_a_full_disk_is_announced_once_and_its_recovery_too(
+    sender: AlertSender, webhook: Webhook
+) -> None:
+    # What the supervisor reports while a stage retries on a full disk, then after space returns.
+    sender.stage_changed("scraper", "running", "backoff", "disk_full")
+    sender.stage_changed("scraper", "backoff", "running", "disk_full")
+    sender.stage_changed("scraper", "running", "backoff", "disk_full")
+    sender.stage_changed("scraper", "backoff", "running", "disk_full")
+    sender.stage_changed("scraper", "running", "running", "")
+    texts = await webhook.wait_for(2)
+    await asyncio.sleep(0.2)
+    assert len(webhook.posts) == 2
+    assert "stage *scraper* is out of disk space (disk_full)" in texts[0]
+    assert "stage *scraper* recovered: running again" in texts[1]
+    assert "was disk_full since" in texts[1]

@@ -1,0 +1,97 @@
+"""Which errors mean "PostgreSQL cannot be reached now" (waited out) and which are faults.
+
+Each error is produced for real against the embedded server, not constructed: the supervisor's
+rule depends on where asyncpg raises what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import asyncpg
+import pytest
+
+from dahell import db
+from dahell.errors import DatabaseUnavailable
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def raised(coro: object) -> BaseException:
+    try:
+        await coro  # type: ignore[misc]
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+async def test_a_refused_connection_is_the_database_being_unavailable() -> None:
+    dsn = f"postgresql://u@127.0.0.1:{closed_port()}/x"
+    exc = await raised(asyncpg.connect(dsn, timeout=2))
+    assert isinstance(exc, OSError)
+    assert db.is_unavailable(exc)
+    assert db.is_unavailable(DatabaseUnavailable("embedded server did not start"))
+
+
+async def test_a_lost_connection_is_the_database_being_unavailable(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    killer = await asyncpg.connect(pg_dsn)
+    try:
+        await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        exc = await raised(conn.fetchval("SELECT 1"))
+    finally:
+        await killer.close()
+        conn.terminate()
+    assert db.is_unavailable(exc), repr(exc)
+
+
+async def test_a_pool_acquire_timeout_is_unavailable_a_command_timeout_is_not(
+    pg_dsn: str,
+) -> None:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire():
+            waited = await raised(pool.acquire(timeout=0.2))
+        assert isinstance(waited, TimeoutError) and db.is_unavailable(waited)
+        slow = await raised(pool.fetchval("SELECT pg_sleep(5)", timeout=0.2))
+        assert isinstance(slow, TimeoutError) and not db.is_unavailable(slow)
+    finally:
+        await pool.close()
+
+
+async def test_the_pools_connect_turns_connect_failures_into_database_unavailable() -> None:
+    dsn = f"postgresql://u@127.0.0.1:{closed_port()}/x"
+    exc = await raised(db.connect_or_unavailable(dsn, timeout=2))
+    assert isinstance(exc, DatabaseUnavailable) and db.is_unavailable(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ENOSPC, "No space left on device", "/data/journal/x.jsonl"),
+        PermissionError(errno.EACCES, "Permission denied", "/data/journal"),
+        TimeoutError("a command timeout"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory", "/models/x"),
+        ConnectionResetError(errno.ECONNRESET, "reset by a peer that is not PostgreSQL"),
+        asyncpg.exceptions.DiskFullError("could not extend file"),
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.exceptions.InterfaceError("cannot perform operation: another operation"),
+        RuntimeError("boom"),
+    ],
+)
+def test_other_errors_are_not_the_database_being_unavailable(exc: BaseException) -> None:
+    assert not db.is_unavailable(exc)
+
+
+async def test_errors_raised_outside_asyncpg_are_judged_by_their_type() -> None:
+    async def reset() -> None:
+        await asyncio.sleep(0)
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "refused by an image CDN")
+
+    assert not db.is_unavailable(await raised(reset()))
