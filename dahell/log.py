@@ -4,6 +4,15 @@ Stage tasks bind their name with `structlog.contextvars.bound_contextvars(stage=
 event a stage logs carries `stage`. The redactor replaces any known secret value (the password,
 the DSN, the HTTP token) wherever it appears in an event, and masks fields whose names say
 "secret" (password, token, authorization, ...) whatever their value.
+
+Records of the standard `logging` module (asyncio, aiohttp, asyncpg, Playwright, warnings) go
+through the same redactor and renderer (`structlog.stdlib.ProcessorFormatter`), to the same
+stream: every line is one JSON object, with `logger` naming the library. Uncaught exceptions in
+the main thread or other threads are logged the same way instead of printed.
+
+Two lists of secret values: the configuration's (`set_secrets`, replaced on SIGHUP) and those
+obtained at run time (`add_secret`: the Dropi token), which a reload keeps. The run-time list
+holds the newest `MAX_RUNTIME_SECRETS` values, so a daemon that logs in for months stays bounded.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterable, MutableMapping
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -25,20 +37,38 @@ _URL_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^@/\s]+(?=@
 # "Bearer <jwt>" anywhere in free text.
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
 
-_secrets: list[str] = []
+MAX_RUNTIME_SECRETS = 8
+# Libraries log at this level or above (and at the configured level when that is higher).
+LIBRARY_LEVEL = logging.WARNING
+
+_configured: list[str] = []
+_runtime: deque[str] = deque(maxlen=MAX_RUNTIME_SECRETS)
+_secrets: list[str] = []  # both lists, longest first: what the redactor replaces
+_handler: logging.Handler | None = None
 
 
 def set_secrets(values: Iterable[str]) -> None:
-    """Replace the list of literal values the redactor hides (called on start and SIGHUP)."""
-    global _secrets
-    _secrets = sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True)
+    """Replace the configuration's secret values (start-up, SIGHUP); run-time tokens stay."""
+    global _configured
+    _configured = [v for v in values if v and len(v) >= 3]
+    _refresh()
 
 
 def add_secret(value: str) -> None:
-    """Hide one more literal value (a token obtained at run time)."""
-    if value and len(value) >= 3 and value not in _secrets:
-        _secrets.append(value)
-        _secrets.sort(key=len, reverse=True)
+    """Hide one more literal value obtained at run time (a token); the oldest beyond the cap go."""
+    if value and len(value) >= 3 and value not in _runtime:
+        _runtime.append(value)
+        _refresh()
+
+
+def known_secrets() -> list[str]:
+    """Every value the redactor hides now."""
+    return list(_secrets)
+
+
+def _refresh() -> None:
+    global _secrets
+    _secrets = sorted({*_configured, *_runtime}, key=len, reverse=True)
 
 
 def redact_text(text: str) -> str:
@@ -95,7 +125,53 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    _route_stdlib(stream, renderer, max(LIBRARY_LEVEL, _level_number(level)))
+
+
+def _route_stdlib(stream: TextIO, renderer: Any, level: int) -> None:
+    """Send the standard `logging` module's records through the redactor and the renderer."""
+    global _handler
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(level)
+    _handler = handler
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_exception
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("dahell").critical("uncaught_exception", exc_info=(kind, exc, tb))
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("dahell").error(
+        "thread_crashed",
+        extra={"thread_name": thread},
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def set_level(level: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 
 import structlog
 
@@ -46,3 +47,52 @@ def test_runtime_tokens_can_be_added() -> None:
     log.set_secrets([])
     log.add_secret("jwt-obtained-at-run-time")
     assert "jwt-obtained" not in json.dumps(render(event_detail="jwt-obtained-at-run-time"))
+
+
+def test_standard_library_records_are_json_and_redacted() -> None:
+    stream = io.StringIO()
+    log.configure("info", "json", stream=stream)
+    log.set_secrets(["hunter2-password"])
+    try:
+        raise RuntimeError("callback failed with hunter2-password")
+    except RuntimeError:
+        logging.getLogger("asyncio").error(
+            "Exception in callback %s", "Bearer abc.def.ghi", exc_info=True
+        )
+    logging.getLogger("aiohttp.access").warning("GET /x with hunter2-password")
+    logging.getLogger("asyncpg").info("below the library level: not shown")
+    lines = stream.getvalue().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert len(records) == 2
+    first, second = records
+    assert first["logger"] == "asyncio" and first["level"] == "error"
+    assert first["event"] == "Exception in callback Bearer ***"
+    assert "RuntimeError" in first["exception"] and "timestamp" in first
+    assert second["logger"] == "aiohttp.access" and second["level"] == "warning"
+    assert "hunter2-password" not in stream.getvalue()
+    assert "abc.def.ghi" not in stream.getvalue()
+
+
+def test_configuring_twice_logs_each_library_record_once() -> None:
+    stream = io.StringIO()
+    log.configure("info", "json", stream=io.StringIO())
+    log.configure("info", "json", stream=stream)
+    logging.getLogger("playwright").warning("once")
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_a_reload_keeps_the_live_runtime_token() -> None:
+    log.set_secrets(["old-password"])
+    log.add_secret("live-dropi-jwt-token")
+    log.set_secrets(["new-password"])  # SIGHUP: the new config's secrets
+    out = json.dumps(render(detail="live-dropi-jwt-token new-password"))
+    assert "live-dropi-jwt-token" not in out and "new-password" not in out
+
+
+def test_runtime_tokens_stay_bounded_and_the_newest_is_kept() -> None:
+    log.set_secrets([])
+    for i in range(1000):
+        log.add_secret(f"jwt-number-{i:04d}")
+    assert len(log.known_secrets()) <= log.MAX_RUNTIME_SECRETS
+    out = json.dumps(render(detail="jwt-number-0999"))
+    assert "jwt-number-0999" not in out
