@@ -100,12 +100,15 @@
     let t0 = Math.min(...all.map((p) => p.t));
     let t1 = Math.max(end, ...all.map((p) => p.t));
     if (t1 - t0 < DAY_MS) t0 = t1 - DAY_MS;
-    const vmax = niceMax(Math.max(...all.map((p) => p.v), 1));
+    const top = Math.max(...all.map((p) => p.v), 1);
+    // Stock starts at zero; prices zoom in on their range, so a 3% move is visible.
+    const vmin = opts.zero ? 0 : niceFloor(Math.min(...all.map((p) => p.v)) * 0.9);
+    const vmax = vmin + niceMax(Math.max(top - vmin, top * 0.05));
     const x = (ms) => L + ((ms - t0) * (W - L - R)) / (t1 - t0);
-    const y = (v) => T + (H - T - B) * (1 - v / vmax);
+    const y = (v) => T + (H - T - B) * (1 - (v - vmin) / (vmax - vmin));
     const grid = [];
     for (let i = 0; i <= 4; i++) {
-      const v = (vmax * i) / 4;
+      const v = vmin + ((vmax - vmin) * i) / 4;
       grid.push(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
       grid.push(svg("text", { class: "tick", x: L - 8, y: y(v) + 4, "text-anchor": "end" }, opts.format(v)));
     }
@@ -139,9 +142,15 @@
       "svg",
       { class: "chart " + (opts.cls || ""), viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.label, preserveAspectRatio: "xMidYMid meet" },
       svg("title", {}, opts.label),
-      svg("g", { class: "axes" }, grid, ticks, svg("line", { class: "axis", x1: L, x2: W - R, y1: y(0), y2: y(0) })),
+      svg("g", { class: "axes" }, grid, ticks, svg("line", { class: "axis", x1: L, x2: W - R, y1: y(vmin), y2: y(vmin) })),
       lines
     );
+  }
+
+  function niceFloor(v) {
+    if (v <= 0) return 0;
+    const step = Math.pow(10, Math.floor(Math.log10(v)));
+    return Math.floor(v / step) * step;
   }
 
   function niceMax(v) {
@@ -181,7 +190,7 @@
       box.replaceChildren(el("p", { class: "muted", text: t("product.no_stock_history") }));
       return;
     }
-    const chart = stepChart(series, end, { label: t("product.stock_chart"), format: (v) => D.number(v), cls: "stock-chart" });
+    const chart = stepChart(series, end, { label: t("product.stock_chart"), format: (v) => D.number(v), cls: "stock-chart", zero: true });
     box.replaceChildren(chart, legend(series));
   }
 
