@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from dahell import log as log_mod
 from dahell.errors import ConfigError, DahellError, DatabaseUnavailable
 from dahell.stages.base import Stage
 
-STAGE_NAMES = ("scraper", "loader", "vectorizer")
+STAGE_NAMES = ("scraper", "loader", "vectorizer", "groups")
 EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 1, 2, 3
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--stages",
         default=",".join(STAGE_NAMES),
-        help="comma-separated stages to run (default: scraper,loader,vectorizer)",
+        help="comma-separated stages to run (default: scraper,loader,vectorizer,groups)",
     )
     run.add_argument(
         "--exit-when-idle",
@@ -61,18 +61,39 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="pg_dump the database (custom format)")
     _add_backup_arguments(backup)
 
+    top = sub.add_parser("top", help="products that sell, their margin and same-item suppliers")
+    _add_top_arguments(top)
+
     demo = sub.add_parser("demo", help="the whole pipeline against a local Dropi simulator")
     demo.add_argument("--products", type=int, default=300, help="catalog size (default 300)")
     demo.add_argument(
         "--no-wait", action="store_true", help="exit after the summary instead of serving"
     )
+    _accept_config_after_command(sub.choices.values())
     return parser
+
+
+def _accept_config_after_command(commands: Iterable[argparse.ArgumentParser]) -> None:
+    """`dahell run --config F` works as well as `dahell --config F run`, for every command.
+
+    SUPPRESS leaves the top-level value in place when the command's own option is not given.
+    """
+    for command in commands:
+        command.add_argument(
+            "--config", default=argparse.SUPPRESS, help="path to dahell.toml ($DAHELL_CONFIG)"
+        )
 
 
 def _add_backup_arguments(parser: argparse.ArgumentParser) -> None:
     from dahell import backup
 
     backup.add_arguments(parser)
+
+
+def _add_top_arguments(parser: argparse.ArgumentParser) -> None:
+    from dahell.research import top_command
+
+    top_command.add_arguments(parser)
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +152,10 @@ def build_stages(names: list[str]) -> list[Stage]:
             from dahell.stages.scraper import ScraperStage
 
             stages.append(ScraperStage())
+        elif name == "groups":
+            from dahell.stages.groups import GroupsStage
+
+            stages.append(GroupsStage())
         else:
             from dahell.stages.vectorizer import VectorizerStage
 
@@ -209,6 +234,12 @@ def cmd_backup(config: config_mod.Config, args: argparse.Namespace) -> int:
     return _run_async(backup.main(config, args))
 
 
+def cmd_top(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from dahell.research import top_command
+
+    return _run_async(top_command.main(config, args))
+
+
 def cmd_demo(config: config_mod.Config, args: argparse.Namespace) -> int:
     from dahell.demo import run_demo
 
@@ -224,4 +255,5 @@ COMMANDS: dict[str, Callable[[config_mod.Config, argparse.Namespace], int]] = {
     "export-model": cmd_export,
     "backup": cmd_backup,
     "demo": cmd_demo,
+    "top": cmd_top,
 }

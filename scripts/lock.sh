@@ -12,6 +12,7 @@
 #
 # Upgrade everything:   scripts/lock.sh --upgrade
 # Upgrade one package:  scripts/lock.sh --upgrade-package aiohttp
+# Check it is current:  scripts/lock.sh --check   (CI: pyproject changed, lock not re-resolved)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-$(command -v .venv/bin/uv || command -v uv)}
@@ -19,9 +20,24 @@ if [ -z "${TORCH_CPU_WHEELS:-}" ]; then
     if [ -d /opt/wheels ]; then TORCH_CPU_WHEELS=/opt/wheels
     else TORCH_CPU_WHEELS=https://download.pytorch.org/whl/cpu/torch/; fi
 fi
-exec "$UV" pip compile pyproject.toml --all-extras \
-    --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-    --find-links "$TORCH_CPU_WHEELS" \
-    --constraint scripts/lock-constraints.txt \
-    --no-header --annotation-style line \
-    --output-file requirements.lock "$@"
+compile() {
+    "$UV" pip compile pyproject.toml --all-extras --quiet \
+        --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+        --find-links "$TORCH_CPU_WHEELS" \
+        --constraint scripts/lock-constraints.txt \
+        --no-header --annotation-style line "$@"
+}
+if [ "${1:-}" = "--check" ]; then
+    # Re-resolve a copy (its pins are kept as preferences) and compare.
+    fresh=$(mktemp)
+    trap 'rm -f "$fresh"' EXIT
+    cp requirements.lock "$fresh"
+    compile --output-file "$fresh"
+    if ! diff -u requirements.lock "$fresh"; then
+        echo "requirements.lock is out of date with pyproject.toml: run scripts/lock.sh" >&2
+        exit 1
+    fi
+    echo "requirements.lock is up to date"
+    exit 0
+fi
+compile --output-file requirements.lock "$@"
