@@ -423,20 +423,23 @@ async def test_transient_failures_keep_retrying_past_max_attempts_with_a_capped_
 
 
 async def test_an_internal_error_still_stops_at_max_attempts(
-    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+    pool: asyncpg.Pool,
+    pg_dsn: str,
+    server: ImageServer,
+    model_dir: Path,
+    make_config: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """max_attempts keeps bounding claims that end without a transient failure."""
     from dahell.stages import vectorizer
 
+    def broken(*args: object) -> None:
+        raise ZeroDivisionError("a bug")
+
     await add_products(pool, {1: server.url("/img/red")})
     await pool.execute("UPDATE embedding_jobs SET attempts = 4, transient_failures = 3")
-    config = vectorizer_config(make_config, pg_dsn, model_dir, max_attempts="2")
-    original = vectorizer.preprocess
-    vectorizer.preprocess = lambda *a: 1 / 0  # type: ignore[assignment,misc]
-    try:
-        await run_until_idle(pool, config)
-    finally:
-        vectorizer.preprocess = original
+    monkeypatch.setattr(vectorizer, "preprocess", broken)
+    await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, model_dir, max_attempts="2"))
     row = (await jobs(pool))[1]
     assert (row["state"], row["reason"]) == ("failed", "internal_error")
     assert row["due_in"] > FAR  # attempts 5 - transient 3 = 2 = max_attempts: final
@@ -697,3 +700,208 @@ async def test_a_model_of_another_dimension_parks_the_stage(
     async with pool.acquire() as conn:
         assert await embedding_column_dimension(conn) == 16
     assert await pool.fetchval("SELECT count(*) FROM product_embeddings") == 1
+
+
+# --- identical photos, useful first, the backlog -----------------------------------------
+
+
+async def embedded_vectors(pool: asyncpg.Pool) -> dict[int, np.ndarray]:
+    rows = await pool.fetch("SELECT product_id, embedding_visual FROM product_embeddings")
+    return {r["product_id"]: r["embedding_visual"].to_numpy() for r in rows}
+
+
+@pytest.mark.parametrize("claim_batch_size", ["1", "16"])
+async def test_identical_photos_are_downloaded_and_embedded_once(
+    pool: asyncpg.Pool,
+    pg_dsn: str,
+    server: ImageServer,
+    model_dir: Path,
+    make_config: Any,
+    claim_batch_size: str,
+) -> None:
+    server.images.update(a=picture(11), copy=picture(11), b=picture(12))
+    await add_products(
+        pool,
+        {
+            1: server.url("/img/a"),
+            2: server.url("/img/a"),  # same URL
+            3: server.url("/img/copy"),  # same bytes under another URL
+            4: server.url("/img/b"),
+            5: server.url("/img/a"),
+        },
+    )
+    config = vectorizer_config(make_config, pg_dsn, model_dir, claim_batch_size=claim_batch_size)
+    ctx = await run_until_idle(pool, config)
+
+    assert ctx.counters[("embedded", "")] == 2  # a and b: the only inferences
+    reused = {r: n for (o, r), n in ctx.counters.items() if o == "reused" and n}
+    assert sum(reused.values()) == 3 and set(reused) <= {"same_url", "same_bytes"}
+    assert reused.get("same_bytes") == 1  # /img/copy
+    assert server.requests["/img/a"] == 1 and server.requests["/img/copy"] == 1
+    vectors = await embedded_vectors(pool)
+    assert set(vectors) == {1, 2, 3, 4, 5}
+    for pid in (2, 3, 5):
+        assert np.array_equal(vectors[pid], vectors[1])
+    hashes = dict(await pool.fetch("SELECT product_id, image_sha256 FROM embedding_jobs"))
+    assert hashes[1] == hashes[2] == hashes[3] == hashes[5] != hashes[4]
+    import hashlib
+
+    assert hashes[1] == hashlib.sha256(picture(11)).digest()
+
+    # Later: a new product with a known URL costs neither a download nor an inference.
+    await add_products(pool, {6: server.url("/img/b")})
+    ctx = await run_until_idle(pool, config)
+    assert ctx.counters[("reused", "same_url")] == 1 and not ctx.counters[("embedded", "")]
+    assert server.requests["/img/b"] == 1
+    assert np.array_equal((await embedded_vectors(pool))[6], vectors[4])
+
+
+async def test_without_dedup_every_photo_is_embedded(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    server.images.update(a=picture(11), copy=picture(11))
+    urls = {1: "/img/a", 2: "/img/a", 3: "/img/copy"}
+    await add_products(pool, {pid: server.url(u) for pid, u in urls.items()})
+    config = vectorizer_config(make_config, pg_dsn, model_dir, dedup_images="false")
+    ctx = await run_until_idle(pool, config)
+    assert ctx.counters[("embedded", "")] == 3
+    assert server.requests["/img/a"] == 2
+    hashes = await pool.fetch("SELECT DISTINCT image_sha256 FROM embedding_jobs")
+    assert len(hashes) == 1 and hashes[0]["image_sha256"] is not None
+
+
+async def test_a_failure_after_download_keeps_the_hash_and_is_shared_by_its_twins(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    broken = picture(13)[:300]
+    server.images.update(broken=broken, twin=broken)
+    await add_products(pool, {1: server.url("/img/broken"), 2: server.url("/img/twin")})
+    await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, model_dir))
+    rows = await pool.fetch("SELECT state, reason, image_sha256 FROM embedding_jobs")
+    assert {(r["state"], r["reason"]) for r in rows} == {("failed", "decode_error")}
+    assert {r["image_sha256"] for r in rows} == {__import__("hashlib").sha256(broken).digest()}
+
+
+async def add_catalog_state(
+    pool: asyncpg.Pool, pid: int, *, stock: int, captured_days_ago: float, queued_ago_s: float
+) -> None:
+    """A product's stock and capture time, and when its job was queued."""
+    await pool.execute(
+        """UPDATE products SET captured_at = now() - make_interval(days => $2::int),
+                  last_seen_at = now() - make_interval(days => $2::int) WHERE product_id = $1""",
+        pid,
+        int(captured_days_ago),
+    )
+    await pool.execute(
+        """INSERT INTO product_stock (product_id, variation_id, warehouse_id, stock_qty,
+                                      snapshot_at) VALUES ($1, 0, 1, $2, now())
+           ON CONFLICT DO NOTHING""",
+        pid,
+        stock,
+    )
+    await pool.execute(
+        """UPDATE embedding_jobs SET state = 'pending',
+                  next_attempt_at = now() - make_interval(secs => $2) WHERE product_id = $1""",
+        pid,
+        queued_ago_s,
+    )
+
+
+async def embed_order(pool: asyncpg.Pool) -> list[int]:
+    rows = await pool.fetch("SELECT product_id FROM product_embeddings ORDER BY processed_at")
+    return [r["product_id"] for r in rows]
+
+
+async def test_a_product_in_stock_and_just_changed_is_embedded_before_a_stale_one_queued_earlier(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    server.images.update({f"p{i}": picture(20 + i) for i in range(1, 6)})
+    config = vectorizer_config(
+        make_config,
+        pg_dsn,
+        model_dir,
+        claim_batch_size="1",
+        download_concurrency="1",
+        batch_size="1",
+    )
+    await add_products(pool, {4: server.url("/img/p4")})
+    await run_until_idle(pool, config)  # 4 has an embedding: its next one is a re-embed
+    await add_products(pool, {i: server.url(f"/img/p{i}") for i in range(1, 4)})
+    await pool.execute(
+        "UPDATE embedding_jobs SET image_url = $1 WHERE product_id = 4", server.url("/img/p5")
+    )
+    # 1: stale and empty, queued an hour before the others. 2: in stock, just changed.
+    # 3: stale and empty but queued 30 hours ago: waited longer than any bonus, goes first.
+    # 4: in stock, just changed, but a re-embed: after 2, before 1.
+    await add_catalog_state(pool, 1, stock=0, captured_days_ago=30, queued_ago_s=3600)
+    await add_catalog_state(pool, 2, stock=5, captured_days_ago=0, queued_ago_s=0)
+    await add_catalog_state(pool, 3, stock=0, captured_days_ago=30, queued_ago_s=30 * 3600)
+    await add_catalog_state(pool, 4, stock=5, captured_days_ago=0, queued_ago_s=0)
+
+    await run_until_idle(pool, config)
+    assert await embed_order(pool) == [3, 2, 4, 1]
+
+
+async def test_claim_walks_the_priority_index_at_100k_pending_rows(pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        """INSERT INTO embedding_jobs (product_id, image_url, next_attempt_at)
+           SELECT g, 'http://x/' || g, now() - make_interval(secs => g % 5000)
+           FROM generate_series(1, 100000) AS g"""
+    )
+    await pool.execute("ANALYZE embedding_jobs")
+    from dahell.stages.vectorizer import CLAIM_SQL
+
+    select = CLAIM_SQL.split("(", 1)[1].rsplit(")", 1)[0].split("FOR UPDATE")[0]
+    select = select.replace("$1", "64").replace("$3", "5")
+    plan = "\n".join(r[0] for r in await pool.fetch("EXPLAIN ANALYZE " + select))
+    assert "embedding_jobs_priority_idx" in plan, plan
+    assert "Sort" not in plan, plan
+
+
+async def test_status_and_backlog_name_images_waiting_for_a_retry_by_reason(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    from dahell.embedding_backlog import pending_count
+    from dahell.status_command import gather_counts
+
+    server.images.update(a=picture(31), copy=picture(31))
+    urls = {1: "/status/503", 2: "/slow", 3: "/status/404", 4: "/img/a", 5: "/img/copy"}
+    await add_products(pool, {pid: server.url(u) for pid, u in urls.items()})
+    await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, model_dir))
+    await add_products(pool, {6: server.url("/img/a")})  # queued, not yet claimed
+
+    counts = (await gather_counts(pool))["embeddings"]
+    assert counts["retrying"] == 2
+    assert counts["retrying_by_reason"] == {"http_503": 1, "timeout": 1}
+    assert counts["failed_by_reason"] == {"http_503": 1, "timeout": 1, "http_404": 1}
+    assert counts["waiting"] == 3 and counts["identical_photos"] == 1
+    async with pool.acquire() as conn:
+        assert await pending_count(conn) == 3  # 6 pending + 1 and 2 retrying; 404 is final
+    assert await pending_count(pool) == 3
+
+
+async def test_reembed_drops_every_embedding_and_queues_every_product(
+    pool: asyncpg.Pool,
+    pg_dsn: str,
+    server: ImageServer,
+    model_dir: Path,
+    make_config: Any,
+    tmp_path: Path,
+) -> None:
+    from dahell.embedding_backlog import reset_embeddings
+
+    server.images.update(a=picture(41), b=picture(42))
+    await add_products(pool, {1: server.url("/img/a"), 2: server.url("/img/b"), 3: None})
+    await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, model_dir))
+    other = tmp_path / "other-model"
+    write_other_model(other, 16)
+    with pytest.raises(ModelMismatch):
+        await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, other))
+
+    assert await reset_embeddings(pool) == (2, 3)
+    await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, other))
+    async with pool.acquire() as conn:
+        assert await embedding_column_dimension(conn) == 16
+    assert await pool.fetchval("SELECT count(*) FROM product_embeddings") == 2
+    state = await jobs(pool)
+    assert state[3]["reason"] == "no_image" and state[1]["state"] == "done"
