@@ -17,6 +17,7 @@ from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
+from dahell.embedding_backlog import retry_counts
 
 COUNTS_SQL = """
 SELECT
@@ -32,6 +33,11 @@ SELECT
   (SELECT max(last_seen_at) FROM products) AS last_seen_at
 """
 
+#: Embedded products whose photo has the very same bytes as another embedded product's.
+IDENTICAL_PHOTOS_SQL = """
+SELECT count(image_sha256) - count(DISTINCT image_sha256) FROM embedding_jobs WHERE state = 'done'
+"""
+
 
 async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
     """Every count `status` shows, as one JSON-able dict (also used by the HTTP server)."""
@@ -45,6 +51,8 @@ async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
         " GROUP BY state, reason"
     )
     pending = sum(r["n"] for r in jobs if r["state"] in ("pending", "claimed"))
+    retrying_by_reason = await retry_counts(pool)
+    identical = await pool.fetchval(IDENTICAL_PHOTOS_SQL)
     failed_by_reason = {r["reason"] or "unknown": r["n"] for r in jobs if r["state"] == "failed"}
     lines_by_outcome = {r["outcome"]: r["lines"] for r in totals}
     last_seen = row["last_seen_at"]
@@ -66,6 +74,10 @@ async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
             "pending": pending,
             "failed": sum(failed_by_reason.values()),
             "failed_by_reason": failed_by_reason,
+            "retrying": sum(retrying_by_reason.values()),
+            "retrying_by_reason": retrying_by_reason,
+            "waiting": pending + sum(retrying_by_reason.values()),
+            "identical_photos": identical,
         },
         "last_seen_at": last_seen.isoformat() if last_seen else None,
     }
@@ -112,7 +124,10 @@ def _daemon_view(daemon: dict[str, Any] | None) -> dict[str, Any] | None:
         "healthy": daemon.get("healthy"),
         "unhealthy_reasons": daemon.get("unhealthy_reasons", []),
         "stages": {
-            name: {k: s.get(k) for k in ("state", "since", "restarts", "reason", "last_error")}
+            name: {
+                k: s.get(k)
+                for k in ("state", "since", "restarts", "reason", "last_error", "counters")
+            }
             for name, s in daemon.get("stages", {}).items()
         },
     }
@@ -137,12 +152,13 @@ def _print(counts: dict[str, Any], daemon: dict[str, Any] | None) -> None:
     ):
         table.add_row(key.replace("_", " "), f"{counts[key]:,}")
     emb = counts["embeddings"]
-    for key in ("done", "pending", "failed"):
-        table.add_row(f"embeddings {key}", f"{emb[key]:,}")
+    for key in ("done", "pending", "failed", "retrying", "identical_photos"):
+        table.add_row(f"embeddings {key.replace('_', ' ')}", f"{emb[key]:,}")
     table.add_row("last seen", counts["last_seen_at"] or "-")
     console.print(table)
     _print_reasons(console, "rejects by reason", counts["rejects_by_reason"])
     _print_reasons(console, "embedding failures by reason", emb["failed_by_reason"])
+    _print_reasons(console, "embeddings waiting for a retry, by reason", emb["retrying_by_reason"])
     if daemon is None:
         console.print("daemon: not running (no answer on http.listen)")
         return
@@ -153,6 +169,10 @@ def _print(counts: dict[str, Any], daemon: dict[str, Any] | None) -> None:
         reason = s.get("reason") or s.get("last_error") or ""
         stages.add_row(name, s["state"], s.get("since") or "", str(s.get("restarts", 0)), reason)
     console.print(stages)
+    vectorizer = (daemon["stages"].get("vectorizer") or {}).get("counters") or {}
+    if vectorizer:
+        units = {k: v for k, v in vectorizer.items() if k.split(":")[0] in ("embedded", "reused")}
+        _print_reasons(console, "vectorizer since start (reused: no inference)", units)
 
 
 def _print_reasons(console: Console, title: str, reasons: dict[str, int]) -> None:
