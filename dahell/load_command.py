@@ -1,8 +1,11 @@
 """`python -m dahell load FILE...`: backfill files through the loader, with a summary.
 
 Prints a progress bar (on a terminal) and a summary table, or with `--json` one object:
-`lines`, `loaded`, `inserted`, `updated`, `unchanged`, `rejected`, `rejected_by_reason`, and
-`files` (one entry per file with its status). loaded + rejected == lines, always.
+`lines`, `loaded`, `rejected` (physical lines, each counted once: loaded + rejected == lines,
+always), `products`, `inserted`, `updated`, `unchanged`, `products_rejected` (the products those
+lines held: inserted + updated + unchanged + products_rejected == products),
+`rejected_by_reason` (by product, as in the `rejects` table), and `files` (one entry per file
+with its status and the same counts). A line holding a whole API response is one line.
 Exit 0 when every file was read to its end (or has nothing new); 1 when a file cannot be read.
 """
 
@@ -21,6 +24,16 @@ from dahell import db
 from dahell.config import Config
 from dahell.stages.loader import FileReport, Loader, LoadStats, SourceBusy
 
+SUMMARY_COLUMNS = (
+    "lines",
+    "loaded",
+    "rejected",
+    "products",
+    "inserted",
+    "updated",
+    "unchanged",
+    "products_rejected",
+)
 STATUS_TEXT = {
     "loaded": "loaded",
     "up_to_date": "nothing new (already loaded)",
@@ -77,25 +90,28 @@ async def _load_one(loader: Loader, path: Path, show_progress: bool) -> FileRepo
         return FileReport(str(path), status="busy", message=str(exc))
 
 
+def _counts(stats: LoadStats) -> list[str]:
+    return [f"{getattr(stats, column):,}" for column in SUMMARY_COLUMNS]
+
+
 def _print_summary(reports: list[FileReport], total: LoadStats) -> None:
     console = Console()
     table = Table(title="dahell load")
-    for column in ("file", "status", "lines", "inserted", "updated", "unchanged", "rejected"):
-        table.add_column(column, justify="left" if column in ("file", "status") else "right")
+    for column in ("file", "status", *SUMMARY_COLUMNS):
+        table.add_column(
+            column.replace("_", " "), justify="left" if column in ("file", "status") else "right"
+        )
     for r in reports:
-        s = r.stats
         status = STATUS_TEXT.get(r.status, r.status)
         if r.pending_tail_bytes:
             status += f"; {r.message}"
-        row = (s.lines, s.inserted, s.updated, s.unchanged, s.rejected)
-        table.add_row(Path(r.path).name, status, *(f"{n:,}" for n in row))
-    row = (total.lines, total.inserted, total.updated, total.unchanged, total.rejected)
-    table.add_row("total", "", *(f"{n:,}" for n in row), style="bold")
+        table.add_row(Path(r.path).name, status, *_counts(r.stats))
+    table.add_row("total", "", *_counts(total), style="bold")
     console.print(table)
     if total.rejected_by_reason:
         reasons = Table(title="rejected by reason")
         reasons.add_column("reason")
-        reasons.add_column("lines", justify="right")
+        reasons.add_column("products", justify="right")
         for reason, n in total.rejected_by_reason.most_common():
             reasons.add_row(reason, f"{n:,}")
         console.print(reasons)

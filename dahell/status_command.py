@@ -45,7 +45,7 @@ async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
     rejects = await pool.fetch(
         "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY n DESC, reason"
     )
-    totals = await pool.fetch("SELECT outcome, lines FROM load_totals ORDER BY outcome")
+    totals = await pool.fetch("SELECT outcome, lines, products FROM load_totals ORDER BY outcome")
     jobs = await pool.fetch(
         "SELECT state, coalesce(reason, '') AS reason, count(*) AS n FROM embedding_jobs"
         " GROUP BY state, reason"
@@ -54,7 +54,9 @@ async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
     retrying_by_reason = await retry_counts(pool)
     identical = await pool.fetchval(IDENTICAL_PHOTOS_SQL)
     failed_by_reason = {r["reason"] or "unknown": r["n"] for r in jobs if r["state"] == "failed"}
-    lines_by_outcome = {r["outcome"]: r["lines"] for r in totals}
+    # physical lines by line outcome (loaded, rejected); products by product outcome
+    lines_by_outcome = {r["outcome"]: r["lines"] for r in totals if r["lines"]}
+    products_by_outcome = {r["outcome"]: r["products"] for r in totals if r["products"]}
     last_seen = row["last_seen_at"]
     return {
         "products": row["products"],
@@ -65,8 +67,10 @@ async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
         "stock_log_rows": row["stock_log_rows"],
         "variation_stock_log_rows": row["variation_stock_log_rows"],
         "price_history_rows": row["price_history_rows"],
-        "lines_loaded": sum(n for k, n in lines_by_outcome.items() if k != "rejected"),
+        "lines_loaded": lines_by_outcome.get("loaded", 0),
+        "lines_rejected": lines_by_outcome.get("rejected", 0),
         "lines_by_outcome": lines_by_outcome,
+        "products_by_outcome": products_by_outcome,
         "rejects": sum(r["n"] for r in rejects),
         "rejects_by_reason": {r["reason"]: r["n"] for r in rejects},
         "embeddings": {
@@ -148,6 +152,7 @@ def _print(counts: dict[str, Any], daemon: dict[str, Any] | None) -> None:
         "variation_stock_log_rows",
         "price_history_rows",
         "lines_loaded",
+        "lines_rejected",
         "rejects",
     ):
         table.add_row(key.replace("_", " "), f"{counts[key]:,}")

@@ -38,6 +38,8 @@ from dahell.parse_pool import ParsePool, ParsePoolBroken
 from dahell.stages.base import Context, EmbedNudge, JournalBatch
 
 HEAD_BYTES = 4096
+#: Read size while deciding whether a file is one JSON document.
+DETECT_READ_BYTES = 64 * 1024
 #: Smaller sources are parsed in the loader's own thread: starting workers would cost more.
 PARALLEL_PARSE_MIN_BYTES = 8 * 1024 * 1024
 # Serialises loaders across processes: history rows depend on the state before each batch.
@@ -52,44 +54,77 @@ class SourceBusy(Exception):
 
 @dataclass
 class LoadStats:
-    """Counts by outcome; `lines` counts units (a line, or each product of a response line)."""
+    """Counts by outcome, for lines and for the products they held.
+
+    Each physical line (an unterminated last line included) ends once: `loaded` when at least
+    one of its products loaded, else `rejected`; so `loaded + rejected == lines`. Each product
+    ends `inserted`, `updated`, `unchanged` or rejected (`products_rejected`, with its reason in
+    `rejected_by_reason` and in the `rejects` table); so `inserted + updated + unchanged +
+    products_rejected == products`. A line that holds no product it could read (invalid JSON,
+    a blank line, an API error) counts as one rejected product. A line holding a whole API
+    response is one line and many products.
+    """
 
     lines: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    products: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    rejected: int = 0
+    products_rejected: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     history_rows: int = 0
     pending_embeddings: int = 0
 
+    COUNTS = (
+        "lines",
+        "loaded",
+        "rejected",
+        "products",
+        "inserted",
+        "updated",
+        "unchanged",
+        "products_rejected",
+        "history_rows",
+        "pending_embeddings",
+    )
+
     @property
-    def loaded(self) -> int:
+    def products_loaded(self) -> int:
         return self.inserted + self.updated + self.unchanged
 
     def add(self, other: LoadStats) -> None:
-        for name in ("lines", "inserted", "updated", "unchanged", "rejected"):
+        for name in self.COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.history_rows += other.history_rows
-        self.pending_embeddings += other.pending_embeddings
         self.rejected_by_reason.update(other.rejected_by_reason)
 
-    def count(self, outcome: str, reason: str = "") -> None:
-        self.lines += 1
+    def count_product(self, outcome: str, reason: str = "") -> None:
+        self.products += 1
         if outcome == "rejected":
-            self.rejected += 1
+            self.products_rejected += 1
             self.rejected_by_reason[reason] += 1
         else:
             setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def count_line(self, loaded: bool, lines: int = 1) -> None:
+        """`lines` physical lines ended (more than one only for a whole-document file)."""
+        self.lines += lines
+        if loaded:
+            self.loaded += lines
+        else:
+            self.rejected += lines
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "lines": self.lines,
             "loaded": self.loaded,
+            "rejected": self.rejected,
+            "products": self.products,
             "inserted": self.inserted,
             "updated": self.updated,
             "unchanged": self.unchanged,
-            "rejected": self.rejected,
+            "products_rejected": self.products_rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "history_rows": self.history_rows,
             "pending_embeddings": self.pending_embeddings,
@@ -122,10 +157,12 @@ class FileReport:
 
 @dataclass
 class _Item:
-    """One unit parsed from a line, waiting for its batch to be written."""
+    """One unit parsed from a line, waiting for its batch to be written. `physical_lines`: how
+    many lines of the file its line stands for (more than one for a whole JSON document)."""
 
     line: RawLine
     outcome: dropi.Outcome | dropi.Seen
+    physical_lines: int = 1
 
 
 @dataclass
@@ -266,26 +303,27 @@ class Loader:
             report.message = reader.tail_note
 
     def _parse_if_document(self, fh: IO[bytes]) -> _Chunk | None:
-        """A file that is one JSON document (a pretty-printed API response) is read whole."""
-        fh.seek(0)
-        head = fh.read(HEAD_BYTES)
-        stripped = head.lstrip()
-        if stripped[:1] not in (b"{", b"["):
+        """A file that is one JSON document (a pretty-printed API response) is read whole.
+
+        Decided with bounded reads: the file's first non-blank line must start a JSON object or
+        array, hold no whole JSON value itself (else it is JSON Lines) and be followed by more
+        lines; and the document must fit in `loader.max_line_bytes`, the memory a single line
+        may take. Anything else is read line by line, in pieces.
+        """
+        cap = self.config.loader.max_line_bytes
+        if not _may_be_document(fh, cap):
             return None
-        first_line = head.split(b"\n", 1)[0]
-        try:
-            orjson.loads(first_line)
-            return None  # the first line is a whole record: JSON Lines
-        except orjson.JSONDecodeError:
-            pass
         fh.seek(0)
-        data = fh.read()
+        data = fh.read(cap + 1)
+        if len(data) > cap:
+            return None
         outcomes = dropi.parse_document(data, image_base_url=self.config.loader.image_base_url)
         if outcomes is None:
             return None
+        physical = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         whole = RawLine(data[: self.config.loader.reject_raw_max_bytes], 0, len(data), 1, True)
-        items = [_Item(whole, outcome) for outcome in outcomes]
-        return _Chunk(items, 0, len(data), 2)
+        items = [_Item(whole, outcome, physical) for outcome in outcomes]
+        return _Chunk(items, 0, len(data), physical + 1)
 
     async def _open_source(self, path: Path, live: bool) -> _Source:
         key = source_key(path)
@@ -360,10 +398,13 @@ class Loader:
             "batch_loaded",
             source=source.key,
             lines=stats.lines,
+            loaded=stats.loaded,
+            rejected=stats.rejected,
+            products=stats.products,
             inserted=stats.inserted,
             updated=stats.updated,
             unchanged=stats.unchanged,
-            rejected=stats.rejected,
+            products_rejected=stats.products_rejected,
             history_rows=stats.history_rows,
             end_offset=chunk.end,
             duration_s=round(elapsed, 4),
@@ -380,7 +421,7 @@ class Loader:
     ) -> list[tuple[_Item, str, str]]:
         """Apply the records, isolating rows the database refuses; return the rejects."""
         records = [(i, i.outcome) for i in items if not isinstance(i.outcome, dropi.Rejection)]
-        refused = await self._apply_isolating(conn, source, records, stats)
+        loaded, refused = await self._apply_isolating(conn, source, records, stats)
         rejects = [
             (i, i.outcome.reason, i.outcome.detail)
             for i in items
@@ -388,8 +429,11 @@ class Loader:
         ]
         rejects.extend(refused)
         rejects.sort(key=lambda r: (r[0].line.offset, r[0].line.line_no))
+        for _, outcome in loaded:
+            stats.count_product(outcome)
         for _, reason, _ in rejects:
-            stats.count("rejected", reason)
+            stats.count_product("rejected", reason)
+        _count_lines(items, {id(item) for item, _ in loaded}, stats)
         return rejects
 
     async def _apply_isolating(
@@ -398,9 +442,10 @@ class Loader:
         source: _Source,
         records: list[tuple[_Item, dropi.ProductRecord | dropi.Seen]],
         stats: LoadStats,
-    ) -> list[tuple[_Item, str, str]]:
+    ) -> tuple[list[tuple[_Item, str]], list[tuple[_Item, str, str]]]:
+        """Each record's outcome, and the records the database refused (with their reason)."""
         if not records:
-            return []
+            return [], []
         units = [
             Unit(rec, rec.captured_at or source.fallback_time, self._expander(item))
             for item, rec in records
@@ -416,15 +461,17 @@ class Loader:
                 raise
             if len(records) == 1:
                 detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-                return [(records[0][0], f"db_error:{sqlstate}", detail)]
+                return [], [(records[0][0], f"db_error:{sqlstate}", detail)]
             mid = len(records) // 2
             first = await self._apply_isolating(conn, source, records[:mid], stats)
-            return first + await self._apply_isolating(conn, source, records[mid:], stats)
-        for outcome in result.outcomes:
-            stats.count(outcome)
+            second = await self._apply_isolating(conn, source, records[mid:], stats)
+            return first[0] + second[0], first[1] + second[1]
         stats.history_rows += result.history_rows
         stats.pending_embeddings += result.pending_embeddings
-        return []
+        loaded = [
+            (item, outcome) for (item, _), outcome in zip(records, result.outcomes, strict=True)
+        ]
+        return loaded, []
 
     def _expander(self, item: _Item) -> Callable[[], dropi.ProductRecord] | None:
         """For a `Seen`: the full record, parsed again from the line (called only when the
@@ -490,16 +537,7 @@ class Loader:
             stats.loaded,
             stats.rejected,
         )
-        totals = {k: getattr(stats, k) for k in LOADED} | {"rejected": stats.rejected}
-        totals = {k: v for k, v in totals.items() if v}
-        if totals:
-            await conn.execute(
-                """INSERT INTO load_totals AS t (outcome, lines)
-                   SELECT * FROM unnest($1::text[], $2::bigint[])
-                   ON CONFLICT (outcome) DO UPDATE SET lines = t.lines + excluded.lines""",
-                list(totals),
-                list(totals.values()),
-            )
+        await _add_totals(conn, stats)
 
 
 class _ChunkReader:
@@ -586,6 +624,39 @@ class _ChunkReader:
         return True
 
 
+async def _add_totals(conn: asyncpg.Connection, stats: LoadStats) -> None:
+    """`load_totals`: lines by line outcome (`loaded`, `rejected`) in `lines`, products by
+    product outcome (`inserted`, `updated`, `unchanged`, `rejected`) in `products`."""
+    rows = {
+        "loaded": (stats.loaded, 0),
+        "rejected": (stats.rejected, stats.products_rejected),
+        **{k: (0, getattr(stats, k)) for k in LOADED},
+    }
+    rows = {k: v for k, v in rows.items() if any(v)}
+    if rows:
+        await conn.execute(
+            """INSERT INTO load_totals AS t (outcome, lines, products)
+               SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+               ON CONFLICT (outcome) DO UPDATE SET lines = t.lines + excluded.lines,
+                   products = t.products + excluded.products""",
+            list(rows),
+            [v[0] for v in rows.values()],
+            [v[1] for v in rows.values()],
+        )
+
+
+def _count_lines(items: list[_Item], loaded: set[int], stats: LoadStats) -> None:
+    """One outcome per line: loaded when any of its products loaded."""
+    lines: dict[int, bool] = {}
+    weight: dict[int, int] = {}
+    for item in items:
+        key = item.line.offset
+        lines[key] = lines.get(key, False) or id(item) in loaded
+        weight[key] = item.physical_lines
+    for key, was_loaded in lines.items():
+        stats.count_line(was_loaded, weight[key])
+
+
 def _parse_batches(batches: list[JournalBatch], source: _Source, config: Config) -> _Chunk:
     """Journal batches starting at the source's checkpoint, parsed into one chunk."""
     items: list[_Item] = []
@@ -597,6 +668,39 @@ def _parse_batches(batches: list[JournalBatch], source: _Source, config: Config)
             items.extend(_items(line, _parse_one(line, config)))
             offset, line_no = end, line_no + 1
     return _Chunk(items, source.offset, offset, line_no)
+
+
+def _may_be_document(fh: IO[bytes], cap: int) -> bool:
+    """Whether the file opens like a multi-line JSON document (reads at most `cap` bytes and
+    stops at the end of the first non-blank line)."""
+    first, more = _first_line(fh, cap)
+    if first is None or not more:
+        return False  # a first line over the cap, or a file of one line: JSON Lines
+    first = first.removeprefix(b"\xef\xbb\xbf").strip()
+    if first[:1] not in (b"{", b"["):
+        return False
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return True
+    return False  # the first line is a whole record: JSON Lines
+
+
+def _first_line(fh: IO[bytes], cap: int) -> tuple[bytes | None, bool]:
+    """The first non-blank line (None when it runs past `cap` bytes), and whether anything
+    follows its newline."""
+    fh.seek(0)
+    buf = b""
+    while len(buf) <= cap:
+        piece = fh.read(DETECT_READ_BYTES)
+        if not piece:
+            return buf, False
+        buf = (buf + piece).lstrip()
+        newline = buf.find(b"\n")
+        if newline >= 0:
+            rest = buf[newline + 1 :].strip() or fh.read(DETECT_READ_BYTES).strip()
+            return buf[:newline], bool(rest)
+    return None, True
 
 
 def _remaining_bytes(fh: IO[bytes], offset: int) -> int:

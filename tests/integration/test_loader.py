@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,16 @@ import asyncpg
 import pytest
 import structlog
 
+from dahell import journal, load_command, status_command
 from dahell.config import Config
+from dahell.stages import loader as loader_mod
 from dahell.stages.loader import FileReport, Loader
 from tests.factories import legacy_line, simple_product, variable_product
 
 OLD = 1_700_000_000  # a file modification time far in the past (no "still being written")
 
 
-def write(path: Path, lines: list[str | bytes], *, newline_at_end: bool = True) -> Path:
+def write(path: Path, lines: Sequence[str | bytes], *, newline_at_end: bool = True) -> Path:
     data = b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines)
     path.write_bytes(data + (b"\n" if newline_at_end else b""))
     os.utime(path, (OLD, OLD))
@@ -32,7 +35,8 @@ async def load(pool: asyncpg.Pool, config: Config, path: Path) -> FileReport:
 
 
 async def rejects(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    return await pool.fetch("SELECT * FROM rejects ORDER BY line_no, id")
+    rows: list[asyncpg.Record] = await pool.fetch("SELECT * FROM rejects ORDER BY line_no, id")
+    return rows
 
 
 @pytest.fixture
@@ -278,7 +282,9 @@ async def test_gzip_files_and_whole_api_responses_load(
     doc = tmp_path / "response.json"
     doc.write_text(json.dumps(response, indent=2))
     report = await load(pool, config, doc)
-    assert (report.stats.lines, report.stats.inserted) == (2, 2)
+    physical = len(doc.read_bytes().splitlines())  # the document's lines, loaded together
+    assert (report.stats.lines, report.stats.loaded) == (physical, physical)
+    assert (report.stats.products, report.stats.inserted) == (2, 2)
     gz = tmp_path / "raw_products_20251225.jsonl.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write(legacy_line(simple_product(3), "2025-12-25T01:00:00") + "\n")
@@ -344,3 +350,103 @@ async def test_schema_contract_columns_exist(pool: asyncpg.Pool) -> None:
         " WHERE table_name = 'products' AND column_name = 'profit_margin'"
     )
     assert generated == "ALWAYS"
+
+
+async def test_load_json_counts_each_line_once_and_products_apart(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path, capsys: Any
+) -> None:
+    response = {
+        "isSuccess": True,
+        "objects": [simple_product(10), variable_product(11), {"name": "no id"}],
+    }
+    lines: list[str | bytes] = [
+        legacy_line(simple_product(1), "2025-12-23T01:00:00"),
+        json.dumps(response),  # one line, three products, one of them refused
+        "{not json",
+        "",
+        json.dumps([simple_product(12), simple_product(13)]),  # a JSON array: one line
+        json.dumps({"isSuccess": True, "objects": ["x", 42]}),  # every product refused
+        json.dumps(simple_product(14)),
+        '{"id": 15, "na',  # unterminated, in an old file: a line too
+    ]
+    path = write(tmp_path / "raw_products_20251223.jsonl", lines, newline_at_end=False)
+    wc_l = path.read_bytes().count(b"\n")
+    assert await load_command.load_files(config, [path], as_json=True) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["lines"] == wc_l + 1 == len(lines)
+    assert (out["loaded"], out["rejected"]) == (4, 4)
+    assert out["products"] == 12
+    assert (out["inserted"], out["products_rejected"]) == (6, 6)
+    assert out["inserted"] + out["updated"] + out["unchanged"] + out["products_rejected"] == 12
+    assert sum(out["rejected_by_reason"].values()) == out["products_rejected"]
+    assert await pool.fetchval("SELECT count(*) FROM rejects") == out["products_rejected"]
+    (file_report,) = out["files"]
+    assert (file_report["lines"], file_report["products"]) == (8, 12)
+    counts = await status_command.gather_counts(pool)
+    assert (counts["lines_loaded"], counts["lines_rejected"]) == (4, 4)
+    assert counts["products_by_outcome"] == {"inserted": 6, "rejected": 6}
+    checkpoint = await pool.fetchrow("SELECT lines_loaded, lines_rejected FROM load_checkpoints")
+    assert tuple(checkpoint) == (4, 4)
+
+
+class _CountingReader:
+    """A file object that records every read: how much was asked for and how much came back."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        self.asked: list[int] = []
+        self.returned = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.asked.append(size)
+        data: bytes = self._fh.read(size)
+        self.returned += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> _CountingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+async def test_a_long_first_line_does_not_read_the_whole_file(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: Any
+) -> None:
+    config = make_config(pg_dsn, LOADER__MAX_LINE_BYTES="65536")
+    long_first = simple_product(1, description="d" * 20_000)  # a real VARIABLE line is ~20 KB
+    lines = [json.dumps(long_first)]
+    lines += [json.dumps(simple_product(i, description="x" * 3000)) for i in range(2, 400)]
+    path = write(tmp_path / "raw_products_20251223.jsonl", lines)
+    size = path.stat().st_size
+    readers: list[_CountingReader] = []
+    real_open = journal.open_source
+
+    def counting_open(p: Path) -> Any:
+        readers.append(_CountingReader(real_open(p)))
+        return readers[-1]
+
+    monkeypatch.setattr(loader_mod, "open_source", counting_open)
+    report = await load(pool, config, path)
+    assert (report.stats.lines, report.stats.inserted) == (len(lines), len(lines))
+    asked = [n for r in readers for n in r.asked]
+    assert all(n is not None and n >= 0 for n in asked), asked  # never "the rest of the file"
+    assert sum(r.returned for r in readers) < size + 256 * 1024  # read about once, in pieces
+
+
+async def test_a_pretty_printed_document_still_loads_whole_and_a_broken_first_line_does_not(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path
+) -> None:
+    response = {"isSuccess": True, "objects": [simple_product(1), simple_product(2)]}
+    doc = tmp_path / "response.json"
+    doc.write_text("\n\n" + json.dumps(response, indent=2) + "\n")
+    report = await load(pool, config, doc)
+    assert (report.stats.inserted, report.stats.rejected) == (2, 0)
+    assert report.stats.lines == len(doc.read_bytes().splitlines())
+    # a journal whose writer died inside its first line: JSON Lines, the first line rejected
+    lines = ['{"id": 7, "na', *[json.dumps(simple_product(i)) for i in range(3, 6)]]
+    report = await load(pool, config, write(tmp_path / "raw_products_20251224.jsonl", lines))
+    assert (report.stats.lines, report.stats.inserted, report.stats.rejected) == (4, 3, 1)

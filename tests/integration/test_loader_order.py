@@ -21,8 +21,17 @@ from dahell.stages.loader import FileReport, Loader
 from tests.factories import legacy_line, simple_product, variable_product
 
 OLD = 1_700_000_000
-#: Columns that hold the load's own clock or a sequence number, not data.
-VOLATILE = {"id", "created_at", "updated_at", "rejected_at", "next_attempt_at", "processed_at"}
+#: Columns that hold the load's own clock or a sequence number, not data (as do columns
+#: whose default is now()).
+VOLATILE = {
+    "id",
+    "created_at",
+    "updated_at",
+    "rejected_at",
+    "next_attempt_at",
+    "processed_at",
+    "priority_at",
+}
 TABLES = (
     "products",
     "suppliers",
@@ -62,11 +71,12 @@ async def snapshot(pool: asyncpg.Pool, tables: tuple[str, ...] = TABLES) -> dict
         columns = [
             r["column_name"]
             for r in await pool.fetch(
-                "SELECT column_name FROM information_schema.columns"
+                "SELECT column_name, coalesce(column_default, '') AS dflt"
+                " FROM information_schema.columns"
                 " WHERE table_name = $1 AND table_schema = 'public' ORDER BY ordinal_position",
                 table,
             )
-            if r["column_name"] not in VOLATILE
+            if r["column_name"] not in VOLATILE and "now()" not in r["dflt"]
         ]
         select = ", ".join(f"{c}::text" for c in columns)
         rows = await pool.fetch(f"SELECT {select} FROM {table}")

@@ -181,8 +181,13 @@ async def test_a_dead_worker_costs_speed_not_lines(
     finally:
         await loader.close()
     total = len(second.read_bytes().split(b"\n"))
-    assert report.stats.lines == total + 1  # the response line holds two products
-    assert report.stats.loaded + report.stats.rejected == report.stats.lines
+    stats = report.stats
+    assert stats.lines == total  # the response line is one line holding two products
+    assert stats.products == total + 1
+    assert stats.loaded + stats.rejected == stats.lines
+    assert stats.inserted + stats.updated + stats.unchanged + stats.products_rejected == (
+        stats.products
+    )
 
 
 @pytest.mark.parametrize("processes", ["0", "3"])
