@@ -63,6 +63,7 @@ LIVE_KEYS = frozenset(
         "journal.compress_after_days",
         "journal.delete_after_days",
         "alerts.min_interval_s",
+        "http.allowed_hosts",
     }
 )
 
@@ -123,6 +124,7 @@ class HttpConfig(Section):
     enabled: bool = True
     listen: str = "127.0.0.1:9464"
     token: str = ""
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class ScraperConfig(Section):

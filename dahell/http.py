@@ -2,11 +2,21 @@
 
 Listens on `http.listen` (127.0.0.1:9464 by default). When `http.token` is set, every route but
 `/healthz` and the page's static files needs `Authorization: Bearer <token>`.
+
+On a loopback listen address a web page elsewhere could reach the server through DNS rebinding
+(its own name, resolved to 127.0.0.1): so every request must name this server in `Host`
+(localhost, 127.0.0.1, [::1], the listen host or `http.allowed_hosts`), else 421
+`host_not_allowed`. On 0.0.0.0 (a container) any Host is accepted unless `http.allowed_hosts`
+is set. `/status` totals are counted by one query at a time, shared by concurrent requests, so
+that page views never take the stages' connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
+import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -17,6 +27,7 @@ from aiohttp import web
 
 from dahell import __version__, similar
 from dahell.metrics import CONTENT_TYPE
+from dahell.research import api as research_api
 from dahell.status_command import gather_counts
 
 if TYPE_CHECKING:
@@ -25,6 +36,12 @@ if TYPE_CHECKING:
 PUBLIC_PATHS = ("/healthz", "/", "/static/")
 PUBLIC_PAGES = ("/", "/healthz", "/research")
 TOTALS_CACHE_S = 5.0
+# Page queries (look-alikes, product search) run at most this many at a time: the pool is the
+# stages' first.
+PAGE_QUERY_SLOTS = 2
+TOTALS_WAIT_S = 10.0  # a request waits this long for the shared count, then shows the last one
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,100}(\.[A-Za-z0-9]{1,10})+")
 SUPERVISOR_KEY = web.AppKey("supervisor", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,9 +60,11 @@ class StatusServer:
         self.runner: web.AppRunner | None = None
         self._totals: dict[str, Any] = {}
         self._totals_at = 0.0
+        self._totals_task: asyncio.Task[dict[str, Any]] | None = None
+        self._page_queries = asyncio.Semaphore(PAGE_QUERY_SLOTS)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._auth])
+        app = web.Application(middlewares=[self._check_host, self._auth])
         app.add_routes(
             [
                 web.get("/", self.index),
@@ -59,6 +78,7 @@ class StatusServer:
                 web.get("/api/products", self.products),
             ]
         )
+        research_api.add_routes(app, lambda: self.sup.pool, lambda: self.sup.config.scraper.app_url)
         return app
 
     async def start(self) -> str:
@@ -72,6 +92,17 @@ class StatusServer:
     async def close(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+    @web.middleware
+    async def _check_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("Host")
+        if given is None or host_allowed(given, self.sup.config.http):
+            return await handler(request)
+        detail = (
+            f"Host {given[:200]!r} is not this server: add the name to http.allowed_hosts "
+            f"to reach it under that name"
+        )
+        return json_response({"error": "host_not_allowed", "detail": detail}, 421)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -122,7 +153,8 @@ class StatusServer:
         except ValueError:
             return json_response({"error": "product id and k must be integers"}, 400)
         try:
-            result = await similar.find_similar(self.sup.pool, product_id, k)
+            async with self._page_queries:
+                result = await similar.find_similar(self.sup.pool, product_id, k)
         except similar.SimilarError as exc:
             return json_response({"error": str(exc)}, 404)
         return json_response(similar.to_json(result))
@@ -132,7 +164,8 @@ class StatusServer:
             limit = max(1, min(200, int(request.query.get("limit", "24"))))
         except ValueError:
             return json_response({"error": "limit must be an integer"}, 400)
-        found = await similar.search_products(self.sup.pool, request.query.get("q", ""), limit)
+        async with self._page_queries:
+            found = await similar.search_products(self.sup.pool, request.query.get("q", ""), limit)
         return json_response({"products": found})
 
     async def index(self, request: web.Request) -> web.StreamResponse:
@@ -156,41 +189,77 @@ class StatusServer:
             ".png": "image/png",
         }
         suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-        if "/" in name or name.startswith(".") or suffix not in types:
+        if not STATIC_NAME.fullmatch(name) or suffix not in types:
             raise web.HTTPNotFound()
         try:
             data = resources.files("dahell.web").joinpath(name).read_bytes()
-        except (FileNotFoundError, ModuleNotFoundError, IsADirectoryError):
+        except (OSError, ValueError, ModuleNotFoundError):
             raise web.HTTPNotFound() from None
         return web.Response(body=data, content_type=types[suffix], charset="utf-8")
 
     async def _cached_totals(self) -> dict[str, Any]:
-        if time.monotonic() - self._totals_at > TOTALS_CACHE_S:
-            try:
-                counts = await gather_counts(self.sup.pool)
-            except Exception as exc:  # the page must render even when the database is away
-                return {**self._totals, "error": f"{type(exc).__name__}: {exc}"}
-            self._totals = {
-                "products": counts["products"],
-                "suppliers": counts["suppliers"],
-                "warehouses": counts["warehouses"],
-                "stock_log_rows": counts["stock_log_rows"],
-                "rejects": counts["rejects"],
-                "embeddings": {
-                    k: counts["embeddings"][k]
-                    for k in (
-                        "done",
-                        "pending",
-                        "failed",
-                        "retrying",
-                        "retrying_by_reason",
-                        "waiting",
-                        "identical_photos",
-                    )
-                },
-            }
-            self._totals_at = time.monotonic()
+        """The totals, counted at most every TOTALS_CACHE_S by one shared computation."""
+        if time.monotonic() - self._totals_at <= TOTALS_CACHE_S:
+            return self._totals
+        if self._totals_task is None or self._totals_task.done():
+            self._totals_task = asyncio.create_task(self._count_totals(), name="http-totals")
+        try:
+            # shield: a client that goes away must not cancel the count the others wait for
+            async with asyncio.timeout(TOTALS_WAIT_S):
+                return await asyncio.shield(self._totals_task)
+        except TimeoutError:
+            return {**self._totals, "error": "the totals are still being counted"}
+        except Exception as exc:  # the page must render even when the database is away
+            return {**self._totals, "error": f"{type(exc).__name__}: {exc}"}
+
+    async def _count_totals(self) -> dict[str, Any]:
+        counts = await gather_counts(self.sup.pool)
+        self._totals = {
+            "products": counts["products"],
+            "suppliers": counts["suppliers"],
+            "warehouses": counts["warehouses"],
+            "stock_log_rows": counts["stock_log_rows"],
+            "rejects": counts["rejects"],
+            "embeddings": {k: counts["embeddings"][k] for k in ("done", "pending", "failed")},
+        }
+        self._totals_at = time.monotonic()
         return self._totals
+
+
+def host_allowed(given: str, http: Any) -> bool:
+    """Whether a request's Host header names this server (see the module doc)."""
+    name, port = split_host(given)
+    listen_host = split_host(http.listen)[0]
+    allowed = {split_host(entry) for entry in http.allowed_hosts if entry.strip()}
+    if (name, None) in allowed or (name, port) in allowed:
+        return True
+    if name in LOOPBACK_NAMES or name == listen_host:
+        return True
+    # On 0.0.0.0 or a LAN address only a configured list is enforced.
+    return not allowed and not is_loopback(listen_host)
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """("name", port) from "name", "name:port", "[::1]:port"; lower case, no brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        name, _, port = value.partition(":")
+    else:
+        name, port = value, ""
+    return name.rstrip("."), int(port) if port.isdigit() else None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is a loopback address (empty: 127.0.0.1, what start() binds)."""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.endswith(".localhost")
 
 
 def time_iso() -> str:
