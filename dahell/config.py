@@ -64,6 +64,10 @@ LIVE_KEYS = frozenset(
         "journal.delete_after_days",
         "alerts.min_interval_s",
         "http.allowed_hosts",
+        "research.neighbours",
+        "research.batch_size",
+        "research.poll_interval_s",
+        "research.language",
     }
 )
 
@@ -172,6 +176,15 @@ class VectorizerConfig(Section):
     stall_timeout_s: float = Field(300.0, gt=0)
 
 
+class ResearchConfig(Section):
+    # Cosine distance at or below which two photos are the same item (see README, Research).
+    same_item_distance: float = Field(0.06, gt=0, le=2)
+    neighbours: int = Field(32, ge=1, le=500)
+    batch_size: int = Field(500, ge=1, le=100_000)
+    poll_interval_s: float = Field(5.0, gt=0)
+    language: Literal["es", "en"] = "es"
+
+
 class AlertsConfig(Section):
     webhook_url: str = ""
     min_interval_s: float = Field(300.0, ge=0)
@@ -189,6 +202,7 @@ class Config(Section):
     scraper: ScraperConfig = ScraperConfig()
     vectorizer: VectorizerConfig = VectorizerConfig()
     alerts: AlertsConfig = AlertsConfig()
+    research: ResearchConfig = ResearchConfig()
 
     # The file this config came from (None: defaults and environment only).
     source: str | None = None
