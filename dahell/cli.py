@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-model", help="export SigLIP to ONNX (needs [export])")
     _add_export_arguments(export)
 
+    reembed = sub.add_parser(
+        "reembed", help="drop every embedding and queue every product (after a model change)"
+    )
+    reembed.add_argument("--yes", action="store_true", help="do it (without: only say what)")
+
     backup = sub.add_parser("backup", help="pg_dump the database (custom format)")
     _add_backup_arguments(backup)
 
@@ -66,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole pipeline against a local Dropi simulator")
     demo.add_argument("--products", type=int, default=300, help="catalog size (default 300)")
+    demo.add_argument(
+        "--days", type=int, default=14, help="simulated days, one quick pass each (default 14)"
+    )
     demo.add_argument(
         "--no-wait", action="store_true", help="exit after the summary instead of serving"
     )
@@ -228,6 +236,12 @@ def cmd_export(config: config_mod.Config, args: argparse.Namespace) -> int:
     return export.main(args)
 
 
+def cmd_reembed(config: config_mod.Config, args: argparse.Namespace) -> int:
+    from dahell.embedding_backlog import reembed_command
+
+    return _run_async(reembed_command(config, yes=args.yes))
+
+
 def cmd_backup(config: config_mod.Config, args: argparse.Namespace) -> int:
     from dahell import backup
 
@@ -243,7 +257,8 @@ def cmd_top(config: config_mod.Config, args: argparse.Namespace) -> int:
 def cmd_demo(config: config_mod.Config, args: argparse.Namespace) -> int:
     from dahell.demo import run_demo
 
-    return _run_async(run_demo(config, products=args.products, wait=not args.no_wait))
+    days = max(2, args.days)
+    return _run_async(run_demo(config, products=args.products, wait=not args.no_wait, days=days))
 
 
 COMMANDS: dict[str, Callable[[config_mod.Config, argparse.Namespace], int]] = {
@@ -254,6 +269,7 @@ COMMANDS: dict[str, Callable[[config_mod.Config, argparse.Namespace], int]] = {
     "similar": cmd_similar,
     "export-model": cmd_export,
     "backup": cmd_backup,
+    "reembed": cmd_reembed,
     "demo": cmd_demo,
     "top": cmd_top,
 }

@@ -8,11 +8,15 @@ why; `reset_embeddings` is `python -m dahell reembed`: every product embedded ag
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import asyncpg
 
-__all__ = ["PENDING_SQL", "pending_count", "reset_embeddings", "retry_counts"]
+from dahell import db
+from dahell.config import Config
+
+__all__ = ["PENDING_SQL", "pending_count", "reembed_command", "reset_embeddings", "retry_counts"]
 
 #: Products still waiting for an embedding: pending, claimed, or failed with a retry to come
 #: (`next_attempt_at` not infinity). Failed for good is not waiting: it has a final reason.
@@ -56,3 +60,24 @@ async def reset_embeddings(pool: asyncpg.Pool) -> tuple[int, int]:
         await conn.execute("TRUNCATE product_embeddings")
         status = await conn.execute(RESET_SQL)
     return int(dropped), int(status.split()[-1])
+
+
+async def reembed_command(config: Config, *, yes: bool) -> int:
+    """`python -m dahell reembed [--yes]`: without `--yes`, only say what it would do (exit 2)."""
+    async with db.database(config) as database:
+        pool = database.pool
+        if not yes:
+            embeddings = await pool.fetchval("SELECT count(*) FROM product_embeddings")
+            jobs = await pool.fetchval("SELECT count(*) FROM embedding_jobs")
+            sys.stderr.write(
+                f"dahell: reembed would drop {embeddings:,} embeddings and queue {jobs:,} "
+                "products for the model in vectorizer.model_dir; run it again with --yes "
+                "(stop the daemon first)\n"
+            )
+            return 2
+        dropped, queued = await reset_embeddings(pool)
+    sys.stdout.write(
+        f"dropped {dropped:,} embeddings, queued {queued:,} products: start dahell with the new "
+        f"vectorizer.model_dir ({config.vectorizer.model_dir})\n"
+    )
+    return 0

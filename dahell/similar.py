@@ -23,6 +23,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
+from dahell.embedding_backlog import pending_count
 from dahell.errors import DahellError
 
 __all__ = [
@@ -134,6 +135,9 @@ class SimilarResult:
     product: ProductInfo
     neighbours: list[ProductInfo]
     k: int
+    #: Products still waiting for an embedding (pending, claimed or retrying): look-alikes
+    #: among them cannot be in `neighbours` yet.
+    waiting: int = 0
 
 
 async def find_similar(pool: asyncpg.Pool, product_id: int, k: int) -> SimilarResult:
@@ -150,7 +154,8 @@ async def find_similar(pool: asyncpg.Pool, product_id: int, k: int) -> SimilarRe
             # The index returns at most ef_search rows; ask for enough to drop the product itself.
             await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(2 * k + 1, 1000))}")
             rows = await conn.fetch(NEIGHBOURS_SQL, row["embedding_visual"], k + 1, product_id, k)
-    return SimilarResult(_info(row), [_info(r) for r in rows], k)
+        waiting = await pending_count(conn)
+    return SimilarResult(_info(row), [_info(r) for r in rows], k, waiting)
 
 
 def _why_missing(row: asyncpg.Record) -> str:
@@ -194,6 +199,7 @@ def to_json(result: SimilarResult) -> dict[str, Any]:
         "product": _info_json(result.product),
         "k": result.k,
         "neighbours": [_info_json(n) for n in result.neighbours],
+        "waiting": result.waiting,
     }
 
 
@@ -245,8 +251,13 @@ def render_table(result: SimilarResult, width: int = 120) -> str:
             _money(n.sale_price) or "-",
             _money(n.suggested_price) or "-",
         )
-    if not result.neighbours:
-        table.caption = "no other product has an embedding yet"
+    captions = ["no other product has an embedding yet"] if not result.neighbours else []
+    if result.waiting:
+        captions.append(
+            f"{result.waiting:,} products still wait for an embedding: "
+            "their look-alikes are not shown yet"
+        )
+    table.caption = "; ".join(captions) or None
     buffer = io.StringIO()
     Console(file=buffer, width=width, force_terminal=False, color_system=None).print(table)
     return buffer.getvalue()

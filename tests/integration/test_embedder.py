@@ -170,3 +170,42 @@ def test_bad_manifest_or_graph_raises_model_not_found(model_dir: Path) -> None:
     (model_dir / "model.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(ModelNotFound, match="cannot be loaded"):
         Embedder.load(model_dir, CPU)
+
+
+# --- export-model --preset -----------------------------------------------------------------
+
+
+def test_the_cpu_preset_is_one_flag_away() -> None:
+    import argparse
+
+    from dahell import export
+
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    args = export.apply_preset(parser.parse_args(["--preset", "cpu"]))
+    assert (args.model, args.precision) == (export.DEFAULT_MODEL, "int8")
+    assert Path(args.out) == export.DEFAULT_OUT  # the default vectorizer.model_dir: no edit
+    fast = export.apply_preset(parser.parse_args(["--preset", "cpu-fast"]))
+    assert (fast.model, fast.precision) == ("google/siglip-base-patch16-224", "int8")
+    own = export.apply_preset(parser.parse_args(["--preset", "cpu", "--model", "m", "--out", "o"]))
+    assert (own.model, own.precision, own.out) == ("m", "int8", Path("o"))
+    assert export.apply_preset(parser.parse_args([])).precision == "fp32"
+
+
+@pytest.mark.skipif(
+    any(
+        __import__("importlib").util.find_spec(m) is None
+        for m in ("torch", "transformers", "optimum")
+    ),
+    reason="the [export] extra is not installed",
+)
+def test_export_model_with_the_cpu_preset_writes_an_int8_model(tmp_path: Path) -> None:
+    from dahell import cli, export
+
+    tower = export.build_random_vision_model(tmp_path / "tower", export.TINY_SHAPE, 0)
+    out = tmp_path / "out"
+    argv = ["export-model", "--preset", "cpu", "--model", str(tower), "--out", str(out)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["dim"] == 32
+    assert Embedder.load(out, CPU).embed(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 32)

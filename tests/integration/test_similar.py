@@ -153,3 +153,17 @@ async def test_search_finds_by_title_or_id_and_tells_which_have_embeddings(
     embedded = await catalog.fetchval("SELECT count(*) FROM product_embeddings")
     assert len(recent) == min(10, embedded)
     assert all(f["supplier"] == f["supplier_name"] for f in recent)
+
+
+async def test_the_answer_names_how_many_products_still_wait_for_an_embedding(
+    catalog: asyncpg.Pool,
+) -> None:
+    await add_product(catalog, 42, "Reintentando", None, state="failed", reason="http_503")
+    await catalog.execute(
+        "UPDATE embedding_jobs SET next_attempt_at = now() + interval '1 hour'"
+        " WHERE product_id = 42"
+    )
+    result = await find_similar(catalog, 1, 3)
+    assert result.waiting == 2  # 40 pending, 42 retrying; 41 failed for good is not waiting
+    assert to_json(result)["waiting"] == 2
+    assert "2 products still wait for an embedding" in render_table(result)

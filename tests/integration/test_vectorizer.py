@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import zlib
 from collections import Counter
@@ -898,7 +901,19 @@ async def test_reembed_drops_every_embedding_and_queues_every_product(
     with pytest.raises(ModelMismatch):
         await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, other))
 
-    assert await reset_embeddings(pool) == (2, 3)
+    command = [sys.executable, "-m", "dahell", "reembed"]
+    env = {**os.environ, "DAHELL_DATABASE__DSN": pg_dsn}
+    asked = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert asked.returncode == 2 and "would drop 2 embeddings" in asked.stderr
+    assert await pool.fetchval("SELECT count(*) FROM product_embeddings") == 2
+    done = await asyncio.to_thread(
+        subprocess.run, [*command, "--yes"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dropped 2 embeddings, queued 3 products" in done.stdout
+    assert await reset_embeddings(pool) == (0, 3)  # the same, again: nothing left to drop
     await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, other))
     async with pool.acquire() as conn:
         assert await embedding_column_dimension(conn) == 16
