@@ -8,6 +8,9 @@ from `dahell.reasons.EMBED_FAILURE_REASONS` and whether trying again later may h
     scheme_not_allowed          no          not http/https (file://, data:, ftp:, ...)
     host_not_allowed            no          host not in the allow-list (checked before any
                                             connection, for the first URL and every redirect)
+    address_not_allowed         no          the host resolved to a loopback, private,
+                                            link-local, multicast, unspecified or reserved
+                                            address that the allow-list does not name as an IP
     too_many_redirects          no          more than `max_redirects` hops, or a loop
     http_<status>               5xx, 429,   the final answer was not 2xx
                                 408 only
@@ -19,20 +22,40 @@ from `dahell.reasons.EMBED_FAILURE_REASONS` and whether trying again later may h
 Allow-list entries are host names or IP addresses (any port: "cdn.example.com", "127.0.0.1") or
 `host:port` (only that port: "127.0.0.1:8080"); matching is exact and case-insensitive, never by
 suffix. Redirects are followed by hand so that each hop is checked like the first URL.
+
+The address a name resolves to is checked when the socket is made, just before it connects
+(the session's `socket_factory`), so no DNS answer can change between check and connect, and
+every hop and every address tried is covered. Only public addresses are reached, unless the
+allow-list names the address itself as an IP literal ("127.0.0.1", "127.0.0.1:8080",
+"[::1]:8080"): then any allowed name resolving to it may be fetched (the tests and the demo's
+simulated CDN on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import ipaddress
+import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from dahell.embedder import sniff_image
 
-__all__ = ["FetchFailed", "FetchLimits", "ImageFetcher", "check_url", "make_session"]
+__all__ = [
+    "FetchFailed",
+    "FetchLimits",
+    "ImageFetcher",
+    "address_refused",
+    "check_url",
+    "explicit_addresses",
+    "make_session",
+]
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -68,11 +91,85 @@ class FetchLimits:
         hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
         return cls(timeout_s, max_bytes, max_redirects, hosts)
 
+    @cached_property
+    def explicit(self) -> frozenset[tuple[str, int | None]]:
+        """The allow-list's IP literals: the only non-public addresses that may be reached."""
+        return explicit_addresses(self.allowed_hosts)
+
+
+Explicit = frozenset[tuple[str, int | None]]
+
+
+def explicit_addresses(hosts: Iterable[str]) -> Explicit:
+    """(address, port or None for any) for each allow-list entry that is an IP literal."""
+    found = set()
+    for entry in hosts:
+        text = entry.strip().lower()
+        host, port = text, None
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest[1:].isdigit() else None
+        elif text.count(":") == 1:
+            host, _, tail = text.partition(":")
+            port = int(tail) if tail.isdigit() else None
+        try:
+            found.add((str(ipaddress.ip_address(host)), port))
+        except ValueError:
+            continue  # a name: it may be fetched only where it resolves to a public address
+    return frozenset(found)
+
+
+def address_refused(address: str, port: int, explicit: Explicit) -> bool:
+    """Whether a resolved address may not be connected to (not public, not named explicitly)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if (str(ip), None) in explicit or (str(ip), port) in explicit:
+        return False
+    return not ip.is_global or ip.is_multicast
+
+
+class AddressNotAllowed(OSError):
+    """Raised by the socket factory for a refused address (never leaves this module)."""
+
+
+@dataclass
+class _Guard:
+    """One fetch's view of the connect-time check: what may be reached, what was refused."""
+
+    explicit: Explicit
+    tried: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+# Set by ImageFetcher.fetch; the socket factory runs in the fetch's task (or a copy of its context).
+_guard: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar("fetch_guard", default=None)
+
+
+def _guarded_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    """The session's socket factory: refuse an address before the socket connects to it."""
+    family, type_, proto, _, sockaddr = addr_info
+    address, port = str(sockaddr[0]), int(sockaddr[1])
+    guard = _guard.get()
+    if guard is not None:
+        guard.tried.append(f"{address}:{port}")
+    if address_refused(address, port, guard.explicit if guard is not None else frozenset()):
+        if guard is not None:
+            guard.refused.append(f"{address}:{port}")
+        raise AddressNotAllowed(f"address {address}:{port} is not allowed")
+    return socket.socket(family=family, type=type_, proto=proto)
+
 
 def make_session(concurrency: int, connect_timeout_s: float) -> aiohttp.ClientSession:
     """The vectorizer's one session: pooled connections, no cookies, no proxy from the env."""
     connector = aiohttp.TCPConnector(
-        limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=300
+        limit=concurrency,
+        limit_per_host=concurrency,
+        ttl_dns_cache=300,
+        socket_factory=_guarded_socket,
     )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s)
     return aiohttp.ClientSession(
@@ -120,9 +217,17 @@ class ImageFetcher:
     async def fetch(self, url: str) -> bytes:
         """The image's bytes, or `FetchFailed` (see the module doc for the reasons)."""
         first = check_url(url, self.limits.allowed_hosts)
+        guard = _Guard(self.limits.explicit)
+        token = _guard.set(guard)
         try:
             async with asyncio.timeout(self.limits.timeout_s):
-                return await self._follow(first)
+                return await self._follow(first, guard)
+        except aiohttp.ClientConnectorError as exc:
+            if guard.refused and len(guard.refused) == len(guard.tried):
+                detail = f"{exc.host} resolved to {', '.join(guard.refused)}: not a public address"
+                raise FetchFailed("address_not_allowed", detail[:300]) from None
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            raise FetchFailed("connection_error", detail, transient=True) from None
         except TimeoutError:
             raise FetchFailed(
                 "timeout", f"no complete answer within {self.limits.timeout_s:g}s", transient=True
@@ -132,10 +237,14 @@ class ImageFetcher:
         except (aiohttp.ClientError, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:300]
             raise FetchFailed("connection_error", detail, transient=True) from None
+        finally:
+            _guard.reset(token)
 
-    async def _follow(self, url: URL) -> bytes:
+    async def _follow(self, url: URL, guard: _Guard) -> bytes:
         seen = {str(url)}
         for _ in range(self.limits.max_redirects + 1):
+            guard.tried.clear()  # each hop's addresses are judged alone
+            guard.refused.clear()
             async with self.session.get(url, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in REDIRECT_STATUSES and location:

@@ -34,6 +34,9 @@ EMBED_FAILURE_REASONS: dict[str, str] = {
     "scheme_not_allowed": "the URL is not http or https (file://, data:, ...)",
     "host_not_allowed": "the URL's host is not in vectorizer.allowed_image_hosts "
     "(refused before any connection)",
+    "address_not_allowed": "the host resolved to a loopback, private, link-local, multicast, "
+    "unspecified or reserved address (refused at connect time, every redirect too); allowed "
+    "only when vectorizer.allowed_image_hosts names the address itself as an IP",
     "http_": "the server answered with this HTTP status (http_404, http_500, ...)",
     "timeout": "the download took longer than vectorizer.download_timeout_s",
     "connection_error": "the connection failed (DNS, refused, reset)",

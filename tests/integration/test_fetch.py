@@ -15,7 +15,15 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from dahell.fetch import FetchFailed, FetchLimits, ImageFetcher, check_url, make_session
+from dahell.fetch import (
+    FetchFailed,
+    FetchLimits,
+    ImageFetcher,
+    address_refused,
+    check_url,
+    explicit_addresses,
+    make_session,
+)
 
 
 def jpeg() -> bytes:
@@ -55,6 +63,8 @@ class Server:
             raise web.HTTPMovedPermanently(f"http://127.0.0.1:{self.port + 1}/ok.jpg")
         if path == "/to-localhost":
             raise web.HTTPTemporaryRedirect(self.url("/ok.jpg", host="localhost"))
+        if path.startswith("/to-name/"):  # a name that resolves to 127.0.0.1, on another port
+            raise web.HTTPFound(f"http://localhost:{path.rsplit('/', 1)[1]}/ok.jpg")
         if path == "/to-file":
             raise web.HTTPFound("file:///etc/passwd")
         if path == "/json":
@@ -184,3 +194,82 @@ async def test_a_closed_port_is_a_transient_connection_error() -> None:
     finally:
         await session.close()
     assert (err.reason, err.transient) == ("connection_error", True)
+
+
+# --- the resolved address -------------------------------------------------------------------
+
+
+async def test_an_allowed_name_that_resolves_to_loopback_is_refused_at_connect(
+    server: Server,
+) -> None:
+    session = make_session(4, 2.0)
+    try:
+        fetcher = ImageFetcher(
+            session, FetchLimits.build(2.0, 1024 * 1024, 3, [f"localhost:{server.port}"])
+        )
+        err = await failure(fetcher, server.url("/ok.jpg?by-name", host="localhost"))
+    finally:
+        await session.close()
+    assert (err.reason, err.transient) == ("address_not_allowed", False)
+    assert "127.0.0.1" in err.detail or "::1" in err.detail
+    assert server.requests["/ok.jpg?by-name"] == 0
+
+
+async def test_an_address_allowed_as_an_ip_literal_may_be_reached_by_name(
+    server: Server,
+) -> None:
+    session = make_session(4, 2.0)
+    hosts = ["localhost", "127.0.0.1", "::1"]
+    try:
+        fetcher = ImageFetcher(session, FetchLimits.build(2.0, 1024 * 1024, 3, hosts))
+        assert await fetcher.fetch(server.url("/ok.jpg", host="localhost")) == jpeg()
+    finally:
+        await session.close()
+
+
+async def test_a_redirect_to_a_name_resolving_to_a_private_address_is_refused(
+    server: Server,
+) -> None:
+    other = Server()
+    await other.start()
+    session = make_session(4, 2.0)
+    hosts = [f"127.0.0.1:{server.port}", f"localhost:{other.port}"]
+    try:
+        fetcher = ImageFetcher(session, FetchLimits.build(2.0, 1024 * 1024, 3, hosts))
+        err = await failure(fetcher, server.url(f"/to-name/{other.port}"))
+    finally:
+        await session.close()
+        assert other.runner is not None
+        await other.runner.cleanup()
+    assert err.reason == "address_not_allowed"
+    assert other.requests["/ok.jpg"] == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "refused"),
+    [
+        ("127.0.0.1", 80, True),
+        ("10.1.2.3", 80, True),
+        ("192.168.0.10", 443, True),
+        ("172.16.5.4", 80, True),
+        ("169.254.169.254", 80, True),  # cloud metadata
+        ("100.64.0.1", 80, True),  # carrier-grade NAT
+        ("0.0.0.0", 80, True),
+        ("224.0.0.1", 80, True),
+        ("240.0.0.1", 80, True),
+        ("::1", 80, True),
+        ("::", 80, True),
+        ("fe80::1%2", 80, True),
+        ("fd00::1", 80, True),
+        ("ff02::1", 80, True),
+        ("::ffff:10.0.0.1", 80, True),
+        ("8.8.8.8", 443, False),
+        ("2606:4700::6810:84e5", 443, False),
+        ("10.9.9.9", 8080, False),  # allowed as "10.9.9.9:8080"
+        ("10.9.9.9", 8081, True),
+        ("192.168.7.7", 1, False),  # allowed as "192.168.7.7", any port
+    ],
+)
+def test_which_resolved_addresses_are_refused(address: str, port: int, refused: bool) -> None:
+    explicit = explicit_addresses(["cdn.example.com", "10.9.9.9:8080", "192.168.7.7"])
+    assert address_refused(address, port, explicit) is refused
