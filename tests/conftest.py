@@ -91,3 +91,21 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4, init=db._init_connection)
     yield p
     await p.close()
+
+
+@pytest.fixture(scope="session")
+def export_extra() -> None:
+    """Tests of the model export and its parity need the `export` extra: fail, never skip.
+
+    `./test.sh` installs it; a skip here would hide the tests that prove the vectorizer right.
+    """
+    import importlib.util
+
+    missing = [
+        m for m in ("torch", "transformers", "optimum") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        pytest.fail(
+            f"the [export] extra is not installed ({', '.join(missing)}): ./test.sh installs it",
+            pytrace=False,
+        )

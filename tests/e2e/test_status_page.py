@@ -52,7 +52,7 @@ def chromium() -> str:
     except Exception:
         found = shutil.which("chromium")
         if not found:
-            pytest.skip("no Chromium installed")
+            pytest.fail("no Chromium installed: ./quickstart.sh installs it", pytrace=False)
         return found
 
 

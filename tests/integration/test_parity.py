@@ -8,7 +8,6 @@ every image. No network: the torch model is built locally from its seed.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +19,7 @@ from PIL import Image, ImageDraw
 
 from dahell.embedder import Embedder, preprocess
 
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("torch", "transformers")),
-    reason="parity needs torch and transformers (the [export] extra), which are not installed",
-)
+pytestmark = pytest.mark.usefixtures("export_extra")
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny-siglip"
 SEED = 0

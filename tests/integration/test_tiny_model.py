@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,10 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "models" / "tiny-siglip"
 SCRIPT = REPO / "models" / "make_tiny_siglip.py"
 
-needs_export_extra = pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("torch", "transformers", "optimum")),
-    reason="the [export] extra (torch, transformers, optimum-onnx) is not installed",
-)
+needs_export_extra = pytest.mark.usefixtures("export_extra")
 
 
 def test_committed_manifest_matches_the_committed_graph() -> None:
