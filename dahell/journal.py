@@ -102,6 +102,10 @@ def open_source(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
+class SourceShorter(Exception):
+    """The file is shorter than the offset loading was to resume at: it was replaced."""
+
+
 @dataclass(frozen=True, slots=True)
 class RawLine:
     """One line as read: bytes without the newline, its byte offsets, 1-based line number.
@@ -127,9 +131,12 @@ def read_lines(
     """Yield lines from byte `start` (a line boundary) up to `stop` (or the end).
 
     The last line is yielded with `terminated=False` when the file does not end in a newline.
-    Memory stays bounded by `max_line_bytes` however long a line is.
+    Memory stays bounded by `max_line_bytes` however long a line is. Raises `SourceShorter`
+    when the file ends before `start` (a `.gz` file whose length only decompressing tells).
     """
-    fh.seek(start)
+    reached = fh.seek(start)
+    if reached != start:
+        raise SourceShorter(f"the file ends at byte {reached}, before its checkpoint {start}")
     offset, line_no = start, first_line_no
     pending = b""
     skipped = 0  # bytes of an over-long line dropped beyond the cap

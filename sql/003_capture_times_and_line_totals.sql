@@ -16,3 +16,8 @@ SELECT 'loaded', sum(products) FROM load_totals
 WHERE outcome IN ('inserted', 'updated', 'unchanged')
 HAVING sum(products) > 0
 ON CONFLICT (outcome) DO NOTHING;
+
+-- The file's size and mtime when its checkpoint was saved: a file loaded to its end and
+-- unchanged since is skipped on a stat alone (an idle rescan never decompresses a finished .gz).
+ALTER TABLE load_checkpoints ADD COLUMN IF NOT EXISTS file_size bigint;
+ALTER TABLE load_checkpoints ADD COLUMN IF NOT EXISTS file_mtime_ns bigint;

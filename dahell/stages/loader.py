@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import itertools
 import os
 import shutil
@@ -27,19 +26,33 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-import orjson
 
 from dahell import dropi
 from dahell.catalog_store import Unit, apply_batch, ensure_staging
 from dahell.config import Config
 from dahell.errors import InputUnreadable
-from dahell.journal import RawLine, journal_files, journal_name, open_source, read_lines
+from dahell.journal import (
+    RawLine,
+    SourceShorter,
+    journal_files,
+    journal_name,
+    open_source,
+    read_lines,
+)
 from dahell.parse_pool import ParsePool, ParsePoolBroken
+from dahell.sources import (
+    Checkpoint,
+    FileState,
+    fingerprint,
+    is_complete,
+    may_be_document,
+    read_head,
+    remaining_bytes,
+    replaced_reason,
+    source_key,
+)
 from dahell.stages.base import Context, EmbedNudge, JournalBatch
 
-HEAD_BYTES = 4096
-#: Read size while deciding whether a file is one JSON document.
-DETECT_READ_BYTES = 64 * 1024
 #: Smaller sources are parsed in the loader's own thread: starting workers would cost more.
 PARALLEL_PARSE_MIN_BYTES = 8 * 1024 * 1024
 # Serialises loaders across processes: history rows depend on the state before each batch.
@@ -186,6 +199,9 @@ class _Source:
     head: bytes
     fallback_time: datetime
     live: bool
+    state: FileState
+    #: Loaded to its end and unchanged since: nothing to open (see `sources.is_complete`).
+    complete: bool = False
 
 
 ProgressCallback = Callable[[int], None]
@@ -241,25 +257,38 @@ class Loader:
         """Load `path` from its checkpoint to its end. `live`: the file may still be written."""
         report = FileReport(str(path))
         try:
-            source = await self._open_source(path, live)
+            source = await self._open_source(path, live, skip_complete=True)
         except InputUnreadable as exc:
             report.status, report.message = "error", str(exc)
             return report
         report.start_offset = report.end_offset = source.offset
+        if source.complete:
+            report.status = "up_to_date"
+            return report
+        try:
+            await self._load_source(source, report, progress)
+        except SourceShorter as exc:  # a .gz now shorter than its checkpoint: nothing written
+            await self._forget(source, str(exc))
+            return await self.load_path(path, live=live, progress=progress)
+        if report.status == "loaded" and report.stats.lines == 0:
+            report.status = "up_to_date"
+        return report
+
+    async def _load_source(
+        self, source: _Source, report: FileReport, progress: ProgressCallback | None
+    ) -> None:
+        path = source.path
         try:
             fh = await asyncio.to_thread(open_source, path)
         except OSError as exc:
             report.status, report.message = "error", f"cannot open {path}: {exc.strerror}"
-            return report
+            return
         try:
             await self._load_open_file(source, fh, report, progress)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             report.status, report.message = "error", f"cannot read {path}: {exc}"
         finally:
             await asyncio.to_thread(fh.close)
-        if report.status == "loaded" and report.stats.lines == 0:
-            report.status = "up_to_date"
-        return report
 
     async def _load_open_file(
         self,
@@ -274,11 +303,12 @@ class Loader:
                 await self._commit(source, document, report)
                 if progress:
                     progress(document.end)
+                await self._mark_complete(source)
                 return
         lines = read_lines(
             fh, source.offset, source.line_no, max_line_bytes=self.config.loader.max_line_bytes
         )
-        remaining = await asyncio.to_thread(_remaining_bytes, fh, source.offset)
+        remaining = await asyncio.to_thread(remaining_bytes, fh, source.offset)
         reader = _ChunkReader(lines, source, self.config, self._parse_pool_for(remaining), self.log)
         next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
         while True:
@@ -301,6 +331,22 @@ class Loader:
         report.pending_tail_bytes = reader.pending_tail_bytes
         if reader.pending_tail_bytes:
             report.message = reader.tail_note
+        else:
+            await self._mark_complete(source)
+
+    async def _mark_complete(self, source: _Source) -> None:
+        """A `.gz` read to its end is complete (nothing appends to one): the next rescan
+        skips it on its size and mtime alone."""
+        if source.path.suffix != ".gz":
+            return
+        await self.pool.execute(
+            "UPDATE load_checkpoints SET completed = true, file_size = $2, file_mtime_ns = $3"
+            " WHERE source = $1 AND byte_offset = $4",
+            source.key,
+            source.state.size,
+            source.state.mtime_ns,
+            source.offset,
+        )
 
     def _parse_if_document(self, fh: IO[bytes]) -> _Chunk | None:
         """A file that is one JSON document (a pretty-printed API response) is read whole.
@@ -311,7 +357,7 @@ class Loader:
         may take. Anything else is read line by line, in pieces.
         """
         cap = self.config.loader.max_line_bytes
-        if not _may_be_document(fh, cap):
+        if not may_be_document(fh, cap):
             return None
         fh.seek(0)
         data = fh.read(cap + 1)
@@ -325,30 +371,52 @@ class Loader:
         items = [_Item(whole, outcome, physical) for outcome in outcomes]
         return _Chunk(items, 0, len(data), physical + 1)
 
-    async def _open_source(self, path: Path, live: bool) -> _Source:
+    async def _open_source(self, path: Path, live: bool, skip_complete: bool = False) -> _Source:
+        """The file and where its loading resumes (the start, for a new or replaced file)."""
         key = source_key(path)
         try:
-            head, mtime = await asyncio.to_thread(_read_head, path)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            state = await asyncio.to_thread(FileState.of, path)
+        except OSError as exc:
             raise InputUnreadable(f"cannot read {path}: {exc}") from None
-        fallback = datetime.fromtimestamp(mtime, UTC)
+        fallback = datetime.fromtimestamp(state.mtime_ns / 1e9, UTC)
         row = await self.pool.fetchrow(
-            "SELECT fingerprint, head_len, byte_offset, line_no FROM load_checkpoints"
-            " WHERE source = $1",
+            "SELECT fingerprint, head_len, byte_offset, line_no, completed, file_size,"
+            " file_mtime_ns FROM load_checkpoints WHERE source = $1",
             key,
         )
-        if row is None:
-            return _Source(key, path, 0, 1, head, fallback, live)
-        if hashlib.sha256(head[: row["head_len"]]).digest() != bytes(row["fingerprint"]):
-            self.log.warning("source_replaced", source=key, previous_offset=row["byte_offset"])
-            await self.pool.execute(
-                "UPDATE load_checkpoints SET byte_offset = 0, line_no = 1, head_len = 0,"
-                " fingerprint = $2, completed = false, updated_at = now() WHERE source = $1",
-                key,
-                hashlib.sha256(b"").digest(),
-            )
-            return _Source(key, path, 0, 1, head, fallback, live)
-        return _Source(key, path, row["byte_offset"], row["line_no"], head, fallback, live)
+        checkpoint = None if row is None else _checkpoint(row)
+        if skip_complete and checkpoint is not None and is_complete(path, checkpoint, state):
+            offset, line_no = checkpoint.byte_offset, row["line_no"]
+            return _Source(key, path, offset, line_no, b"", fallback, live, state, complete=True)
+        try:
+            head = await asyncio.to_thread(read_head, path)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputUnreadable(f"cannot read {path}: {exc}") from None
+        source = _Source(key, path, 0, 1, head, fallback, live, state)
+        if checkpoint is None:
+            return source
+        reason = await asyncio.to_thread(replaced_reason, path, checkpoint, head, state)
+        if reason is not None:
+            await self._forget(source, reason)
+            return source
+        source.offset, source.line_no = checkpoint.byte_offset, row["line_no"]
+        return source
+
+    async def _forget(self, source: _Source, reason: str) -> None:
+        """The file was replaced: its loading starts again from the start."""
+        previous = await self.pool.fetchval(
+            "SELECT byte_offset FROM load_checkpoints WHERE source = $1", source.key
+        )
+        self.log.warning(
+            "source_replaced", source=source.key, reason=reason, previous_offset=previous
+        )
+        await self.pool.execute(
+            "UPDATE load_checkpoints SET byte_offset = 0, line_no = 1, head_len = 0,"
+            " fingerprint = $2, completed = false, file_size = NULL, file_mtime_ns = NULL,"
+            " updated_at = now() WHERE source = $1",
+            source.key,
+            fingerprint(b""),
+        )
 
     # --- journal batches (the daemon's fast path) ------------------------------------------
 
@@ -521,21 +589,25 @@ class Loader:
         head_len = min(len(source.head), chunk.end)
         await conn.execute(
             """INSERT INTO load_checkpoints AS c (source, fingerprint, head_len, byte_offset,
-                   line_no, lines_loaded, lines_rejected, completed, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, false, now())
+                   line_no, lines_loaded, lines_rejected, completed, file_size, file_mtime_ns,
+                   updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $9, now())
                ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
                    head_len = excluded.head_len, byte_offset = excluded.byte_offset,
                    line_no = excluded.line_no,
                    lines_loaded = c.lines_loaded + excluded.lines_loaded,
                    lines_rejected = c.lines_rejected + excluded.lines_rejected,
+                   file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns,
                    updated_at = now()""",
             source.key,
-            hashlib.sha256(source.head[:head_len]).digest(),
+            fingerprint(source.head[:head_len]),
             head_len,
             chunk.end,
             chunk.end_line_no,
             stats.loaded,
             stats.rejected,
+            source.state.size,
+            source.state.mtime_ns,
         )
         await _add_totals(conn, stats)
 
@@ -670,47 +742,6 @@ def _parse_batches(batches: list[JournalBatch], source: _Source, config: Config)
     return _Chunk(items, source.offset, offset, line_no)
 
 
-def _may_be_document(fh: IO[bytes], cap: int) -> bool:
-    """Whether the file opens like a multi-line JSON document (reads at most `cap` bytes and
-    stops at the end of the first non-blank line)."""
-    first, more = _first_line(fh, cap)
-    if first is None or not more:
-        return False  # a first line over the cap, or a file of one line: JSON Lines
-    first = first.removeprefix(b"\xef\xbb\xbf").strip()
-    if first[:1] not in (b"{", b"["):
-        return False
-    try:
-        orjson.loads(first)
-    except orjson.JSONDecodeError:
-        return True
-    return False  # the first line is a whole record: JSON Lines
-
-
-def _first_line(fh: IO[bytes], cap: int) -> tuple[bytes | None, bool]:
-    """The first non-blank line (None when it runs past `cap` bytes), and whether anything
-    follows its newline."""
-    fh.seek(0)
-    buf = b""
-    while len(buf) <= cap:
-        piece = fh.read(DETECT_READ_BYTES)
-        if not piece:
-            return buf, False
-        buf = (buf + piece).lstrip()
-        newline = buf.find(b"\n")
-        if newline >= 0:
-            rest = buf[newline + 1 :].strip() or fh.read(DETECT_READ_BYTES).strip()
-            return buf[:newline], bool(rest)
-    return None, True
-
-
-def _remaining_bytes(fh: IO[bytes], offset: int) -> int:
-    """Bytes left to read past `offset` (for a gzip file, its compressed size: a lower bound)."""
-    try:
-        return max(0, os.fstat(fh.fileno()).st_size - offset)
-    except (OSError, AttributeError, ValueError):
-        return 0
-
-
 def _parse_one(line: RawLine, config: Config) -> list[dropi.Outcome]:
     if line.too_long:
         size = line.end - line.offset - (1 if line.terminated else 0)
@@ -730,23 +761,23 @@ def _items(line: RawLine, outcomes: Sequence[dropi.Outcome | dropi.Seen]) -> lis
     return [_Item(line, outcome) for outcome in outcomes]
 
 
+def _checkpoint(row: asyncpg.Record) -> Checkpoint:
+    return Checkpoint(
+        bytes(row["fingerprint"]),
+        row["head_len"],
+        row["byte_offset"],
+        row["completed"],
+        row["file_size"],
+        row["file_mtime_ns"],
+    )
+
+
 def _contiguous(batches: list[JournalBatch]) -> bool:
     return all(a.end == b.start for a, b in itertools.pairwise(batches))
 
 
 def _clean(text: str) -> str:
     return text.replace("\x00", "")
-
-
-def _read_head(path: Path) -> tuple[bytes, float]:
-    with open_source(path) as fh:
-        head = fh.read(HEAD_BYTES)
-    return head, path.stat().st_mtime
-
-
-def source_key(path: Path) -> str:
-    """A file's identity in `load_checkpoints`: its absolute path, `.gz` or not."""
-    return str(path.resolve()).removesuffix(".gz")
 
 
 # --- journal retention ---------------------------------------------------------------------
@@ -780,13 +811,20 @@ async def apply_retention(pool: asyncpg.Pool, config: Config, log: Any) -> dict[
             await pool.execute(
                 "UPDATE load_checkpoints SET completed = true WHERE source = $1", source_key(path)
             )
-            await asyncio.to_thread(_gzip_in_place, path)
+            gz = await asyncio.to_thread(_gzip_in_place, path)
+            await pool.execute(
+                "UPDATE load_checkpoints SET file_size = $2, file_mtime_ns = $3 WHERE source = $1",
+                source_key(path),
+                gz.size,
+                gz.mtime_ns,
+            )
             done["compressed"] += 1
             log.info("journal_compressed", path=str(path), age_days=round(age_days, 1))
     return done
 
 
-def _gzip_in_place(path: Path) -> None:
+def _gzip_in_place(path: Path) -> FileState:
+    """Compress `path` to `path.gz` (same mtime), remove it; return the new file's state."""
     target = path.with_name(path.name + ".gz")
     tmp = path.with_name(path.name + ".gz.tmp")
     stat = path.stat()
@@ -797,6 +835,7 @@ def _gzip_in_place(path: Path) -> None:
     os.utime(tmp, (stat.st_atime, stat.st_mtime))
     os.replace(tmp, target)
     path.unlink()
+    return FileState.of(target)
 
 
 # --- the stage -----------------------------------------------------------------------------
