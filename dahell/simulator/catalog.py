@@ -416,6 +416,10 @@ def _image_spec(
         original = images[_main_path(source)]
         if rng.random() < 1 / 3:  # the very same file, uploaded again by another supplier
             return ImageSpec(original.photo_seed, original.kind)
+        # A resized, re-encoded copy keeps its colours (a grey copy of a colour photo is not
+        # what a second supplier uploads).
+        if (kind == "grey") != (original.kind == "grey"):
+            kind = "grey" if original.kind == "grey" else "jpeg"
         return ImageSpec(original.photo_seed, kind, variant=rng.randint(1, 3))
     broken = rng.choice(BROKEN_KINDS) if rng.random() < 0.03 else ""
     return ImageSpec(photo_seed=pid * 7919 + index, kind=kind, broken=broken)

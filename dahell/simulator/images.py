@@ -45,19 +45,19 @@ def render(spec: ImageSpec) -> ImageResponse:
 
 
 def _draw(photo_seed: int) -> Image.Image:
+    """Big shapes on a background of any colour: distinct photos stay apart even for the tiny
+    untrained test model (nearest unrelated pair about 0.004 in cosine distance over 600
+    photos, against under 0.001 for a resized or re-encoded copy)."""
     rng = random.Random(photo_seed)
-    background = tuple(rng.randrange(160, 256) for _ in range(3))
+    background = tuple(rng.randrange(256) for _ in range(3))
     image = Image.new("RGBA", (SIZE, SIZE), (*background, 255))
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(4, 9)):
-        box = (
-            sorted(rng.randrange(SIZE) for _ in range(2)),
-            sorted(rng.randrange(SIZE) for _ in range(2)),
-        )
-        (x0, x1), (y0, y1) = box
+    for _ in range(rng.randint(6, 12)):
+        x0, y0 = rng.randrange(SIZE - 40), rng.randrange(SIZE - 40)
+        width, height = rng.randrange(40, 200), rng.randrange(40, 200)
         colour = (*tuple(rng.randrange(256) for _ in range(3)), 255)
         shape = rng.choice([draw.ellipse, draw.rectangle])
-        shape((x0, y0, x1 + 8, y1 + 8), fill=colour)
+        shape((x0, y0, x0 + width, y0 + height), fill=colour)
     return image
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dahell.demo import TINY_MODEL_SAME_ITEM
 from dahell.journal import JournalWriter
 from dahell.simulator import Simulator, SimulatorConfig
 from dahell.stages.scraper import journal_lines
@@ -38,6 +39,7 @@ TOKEN = "research-token-2718"
 PRODUCTS = 60
 DAYS = 14
 PESOS = re.compile(r"^-?\$ \d{1,3}(\.\d{3})*$")  # `$ 45.000`: a plain space, dots for thousands
+PESOS_EN = re.compile(r"^-?\$ \d{1,3}(,\d{3})*$")  # `$ 45,000` on the English page, as `top`
 
 
 def write_history(sim: Simulator, journal: Path, days: int) -> datetime:
@@ -103,6 +105,8 @@ async def daemon(pg_dsn: str, tmp_path: Path) -> AsyncIterator[Daemon]:
             DAHELL_VECTORIZER__ALLOWED_IMAGE_HOSTS="127.0.0.1",
             DAHELL_VECTORIZER__PROVIDERS="CPUExecutionProvider",
             DAHELL_VECTORIZER__POLL_INTERVAL_S="0.5",
+            DAHELL_RESEARCH__SAME_ITEM_DISTANCE=str(TINY_MODEL_SAME_ITEM),
+            DAHELL_RESEARCH__POLL_INTERVAL_S="0.5",
         )
         log = tmp_path / "daemon.log"
         with log.open("wb") as out:
@@ -234,7 +238,7 @@ async def check_research_page(page: Any, daemon: Daemon, tmp_path: Path) -> None
     await page.wait_for_function("!document.body.classList.contains('busy')")
     await page.wait_for_function("location.search.includes('min_margin=20')")
     for text in await page.locator("#rows td[data-col=margin] .sub").all_inner_texts():
-        assert float(text.replace("%", "").replace(",", ".").strip()) >= 20
+        assert float(text.replace("%", "").replace(",", ".")) >= 20
 
     # The CSV holds exactly the rows on screen, pesos as plain numbers, UTF-8 with a BOM.
     await page.locator("#f-clear").click()
@@ -309,7 +313,7 @@ async def check_english(page: Any, daemon: Daemon) -> None:
     await page.wait_for_selector("#rows tr[data-product-id]")
     assert await page.locator("h2.page-title").inner_text() == "Product research"
     prices = await page.locator("#rows td[data-col=sale_price]").all_inner_texts()
-    assert all(PESOS.match(p) for p in prices)  # pesos stay Colombian in English
+    assert prices and all(PESOS_EN.match(p) for p in prices), prices[:5]
     await page.screenshot(path=str(ARTIFACTS / "research-page-en.png"), full_page=False)
     await page.goto(f"{daemon.base}/research?lang=es")
     await page.wait_for_selector("#rows tr[data-product-id]")
