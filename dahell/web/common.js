@@ -209,9 +209,10 @@ window.Dahell = (() => {
   }
 
   // --- numbers, pesos, dates -------------------------------------------------------------
-  // Pesos always print the Colombian way, `$ 45.000` (a plain space; the cell does not wrap),
-  // whatever the language: Intl's es-CO currency format puts a no-break space there.
-  const int = new Intl.NumberFormat("es-CO", { maximumFractionDigits: 0 });
+  // The same rules as `dahell top` (dahell/i18n.py): pesos `$ 45.000` in Spanish, `$ 45,000` in
+  // English, with a plain space (Intl's es-CO currency format puts a no-break space there; the
+  // cells do not wrap anyway); percentages `33,3 %` / `33.3%`.
+  const int = new Intl.NumberFormat(locale, { maximumFractionDigits: 0 });
   const dec1 = new Intl.NumberFormat(locale, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   const count = new Intl.NumberFormat(locale, { maximumFractionDigits: 0 });
   const dist = new Intl.NumberFormat(locale, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
@@ -228,7 +229,7 @@ window.Dahell = (() => {
     const n = Math.round(Number(value));
     return (n < 0 ? "-" : "") + "$ " + int.format(Math.abs(n)).replace(/\u00a0/g, " ");
   }
-  const pct = (value) => (missing(value) ? "–" : dec1.format(Number(value)) + " %");
+  const pct = (value) => (missing(value) ? "–" : dec1.format(Number(value)) + (lang === "es" ? " %" : "%"));
   const rate = (value) => (missing(value) ? "–" : dec1.format(Number(value)));
   const number = (value) => (missing(value) ? "–" : count.format(Number(value)));
   const distance = (value) => (missing(value) ? "–" : dist.format(Number(value)));
