@@ -191,18 +191,24 @@ def _rank_sql(filters: ResearchFilters) -> tuple[str, list[Any]]:
     """The statement that filters, orders and pages every product; $1 is the window end."""
     args: list[Any] = [None, None]  # $1 at, $2 ids (NULL: all) for SERIES_SQL
     ctes: list[str] = []
-    joins = ["LEFT JOIN firsts AS f ON f.product_id = p.product_id"]
+    # First captures cost a pass over the stock history: only `sales`, `new` and an explicit
+    # `at` (products not yet seen then are left out) need them.
+    firsts = filters.by in ("sales", "new") or filters.at is not None
+    joins = ["LEFT JOIN firsts AS f ON f.product_id = p.product_id"] if firsts else []
     if filters.by == "sales":
         head = SERIES_SQL + ", " + _FIRSTS
         joins.append("LEFT JOIN sums AS s ON s.product_id = p.product_id")
-    else:
+    elif firsts:
         head = "WITH " + _FIRSTS
+    else:
+        head = "WITH none AS (SELECT 1)"
     if filters.by == "suppliers":
         ctes.append(_GROUPS)
         joins.append("LEFT JOIN research_groups AS rg ON rg.product_id = p.product_id")
         joins.append("LEFT JOIN grp ON grp.group_id = rg.group_id")
     where = [
-        "coalesce(f.first_seen, p.captured_at) <= $1::timestamptz",
+        "coalesce(f.first_seen, p.captured_at) <= $1::timestamptz" if firsts else "true",
+        "($1::timestamptz IS NOT NULL)",
         "($2::bigint[] IS NULL OR p.product_id = ANY($2::bigint[]))",
     ]
     if filters.category:

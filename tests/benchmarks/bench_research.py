@@ -115,7 +115,7 @@ async def fill(pool: asyncpg.Pool, n: int, captures: int, dims: int) -> np.ndarr
                 "last_seen_at",
                 "captured_at",
                 "content_hash",
-            ],  # fmt: skip
+            ],
         )
         await conn.copy_records_to_table(
             "product_stock_log",
@@ -176,7 +176,7 @@ async def bench_queries(pool: asyncpg.Pool, repeats: int) -> None:
             page = await research_rows(pool, filters)
             times.append((time.perf_counter() - started) * 1000)
         times.sort()
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
         name = filters.by + (" +city+margin" if filters.city else "")
         print(f"{name:<28}{statistics.median(times):>8.1f}{p95:>8.1f}{times[-1]:>8.1f}"
               f"   ({page.total} rows)")  # fmt: skip
