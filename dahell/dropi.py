@@ -690,13 +690,33 @@ def _outcomes(value: Any, image_base_url: str) -> list[Outcome]:
     return [_record(value, ctx)]
 
 
+#: What a line's own content can make the record model raise when the model has a bug: the
+#: errors of a value (of a wrong type, out of range, badly encoded, missing a key).
+CONTENT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # UnicodeError, JSON and msgspec decode errors among them
+    TypeError,
+    LookupError,  # KeyError, IndexError
+    AttributeError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError, decimal.InvalidOperation
+    AssertionError,
+)
+
+
 def _guarded(parse: Callable[[], list[_O]]) -> list[_O | Rejection]:
-    """The never-raise guarantee: a bug becomes a rejection of this line, not a dead loader."""
+    """Only a line's own content may reject the line.
+
+    A rejection names what is wrong with the line (`RecordRejected`, caught where it is
+    raised). A bug of the record model met on this line's content (one of `CONTENT_ERRORS`)
+    rejects this line alone as `internal_error`, with the raw text kept for a fix and a reload.
+    Anything else says nothing about the line: `MemoryError`, `OSError`, `RuntimeError`,
+    `ImportError`, `SystemError`, and every `BaseException` (cancellation, interrupts) are
+    raised, so the caller's batch stops uncommitted and is tried again, the line included.
+    """
     try:
         return list(parse())
     except RecursionError:
         return [Rejection("invalid_json", "nested too deeply")]
-    except Exception as exc:
+    except CONTENT_ERRORS as exc:
         return [Rejection("internal_error", _clip(f"{type(exc).__name__}: {exc}"))]
 
 

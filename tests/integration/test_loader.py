@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import structlog
 
-from dahell import journal, load_command, status_command
+from dahell import dropi, journal, load_command, status_command
 from dahell.config import Config
 from dahell.stages import loader as loader_mod
 from dahell.stages.loader import FileReport, Loader
@@ -450,3 +450,25 @@ async def test_a_pretty_printed_document_still_loads_whole_and_a_broken_first_li
     lines = ['{"id": 7, "na', *[json.dumps(simple_product(i)) for i in range(3, 6)]]
     report = await load(pool, config, write(tmp_path / "raw_products_20251224.jsonl", lines))
     assert (report.stats.lines, report.stats.inserted, report.stats.rejected) == (4, 3, 1)
+
+
+async def test_memory_error_stops_the_batch_and_rejects_nothing(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path, monkeypatch: Any
+) -> None:
+    real = dropi._normalise
+
+    def short_of_memory(line: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if line.get("id") == 2 or (line.get("raw_json") or {}).get("id") == 2:
+            raise MemoryError
+        return real(line, *args, **kwargs)
+
+    lines = [json.dumps(simple_product(i)) for i in range(1, 5)]
+    path = write(tmp_path / "raw_products_20251223.jsonl", lines)
+    monkeypatch.setattr(dropi, "_normalise", short_of_memory)
+    with pytest.raises(MemoryError):
+        await load(pool, config, path)
+    assert await pool.fetchval("SELECT count(*) FROM rejects") == 0
+    assert await pool.fetchval("SELECT count(*) FROM load_checkpoints") == 0
+    monkeypatch.setattr(dropi, "_normalise", real)  # memory is back: the batch is tried again
+    report = await load(pool, config, path)
+    assert (report.stats.inserted, report.stats.rejected) == (4, 0)

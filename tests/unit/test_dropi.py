@@ -26,6 +26,7 @@ from dahell.dropi import (
     parse_line,
 )
 from dahell.reasons import is_known_reject
+from tests.factories import simple_product
 
 # Copies of the real samples in shared/dropi, committed so the tests run in any clone.
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "dropi"
@@ -92,8 +93,6 @@ def variation(vid: int, rows: list[tuple[int, Any]], **fields: Any) -> dict[str,
     }
     base.update(fields)
     return base
-
-
 
 
 # --- the real samples ------------------------------------------------------------------------
@@ -639,3 +638,32 @@ def test_parse_line_known_answers_an_unchanged_repeat_with_seen() -> None:
     assert isinstance(known(response)[0], dropi.ProductRecord)
     assert known("{bad") == [dropi.Rejection("invalid_json", known("{bad")[0].detail)]
     assert known(json.dumps({"id": "x"}))[0].reason == "invalid_id"
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(28, "No space left on device")])
+def test_errors_that_are_not_about_the_line_are_raised_not_rejected(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(dropi, "_normalise", fail)
+    line = json.dumps(simple_product(1)).encode()
+    with pytest.raises(type(error)):
+        parse(line)
+    with pytest.raises(type(error)):
+        dropi.parse_line_known(line, image_base_url=BASE, max_line_bytes=MAX, last_hashes={})
+    with pytest.raises(type(error)):
+        dropi.parse_document(b"[\n" + line + b"\n]", image_base_url=BASE)
+
+
+def test_a_bug_on_one_line_s_content_still_rejects_that_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("variations")
+
+    monkeypatch.setattr(dropi, "_normalise", fail)
+    (outcome,) = parse(json.dumps(simple_product(1)).encode())
+    assert isinstance(outcome, Rejection) and outcome.reason == "internal_error"
+    assert "KeyError" in outcome.detail
