@@ -389,7 +389,10 @@ def test_invalid_warehouse_ids() -> None:
         "invalid_field:warehouse_product.warehouse_id",
     )
     rejected(
-        product(type="VARIABLE", variations=[variation(11, [("w", 1)])]),
+        product(
+            type="VARIABLE",
+            variations=[variation(11, [("w", 1)])],  # type: ignore[list-item]
+        ),
         "invalid_field:variations.warehouse_product_variation.warehouse_id",
     )
 
