@@ -65,6 +65,7 @@ import re
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ TICK_S = 2.0
 TRANSIENT_REASONS = frozenset({"timeout", "connection_error"})
 #: Failures retried with backoff, but only while attempts allow (a bug is rarely fixed by time).
 LIMITED_REASONS = frozenset({"internal_error"})
+#: Results of this run kept to lend to later jobs with the same URL or bytes (~5 MB at 1152-d).
+RECENT_RESULTS = 1024
 #: Copies of embeddings written without inference, by why they could be reused.
 SAME_URL, SAME_BYTES = "same_url", "same_bytes"
 
@@ -453,6 +456,9 @@ class _Run:
         self._writing = False
         self.by_url: dict[str, _Group] = {}
         self.by_sha: dict[bytes, _Group] = {}
+        # Results of this run by URL and by bytes, kept for a while after the leader's outcome
+        # (its write may not have committed yet, so the database cannot lend it).
+        self.recent: OrderedDict[str | bytes, Outcome] = OrderedDict()
 
     # -- orchestration
 
@@ -581,6 +587,8 @@ class _Run:
             self.inflight[job.product_id] = job
             if not job.image_url:
                 self._emit(Outcome(job, reason="no_image", detail="no image URL"))
+            elif (known := self._recent(job.image_url, job, SAME_URL)) is not None:
+                self._emit(known)
             elif not self._follow(self.by_url, job.image_url, job, SAME_URL):
                 self.download_q.put_nowait(job)
 
@@ -601,9 +609,28 @@ class _Run:
         group.followers.append(job)
         return True
 
+    def _recent(self, key: str | bytes, job: Job, kind: str) -> Outcome | None:
+        """A copy of a recent result for the same URL or bytes, for `job`; None if none."""
+        if not self._dedup or key not in self.recent:
+            return None
+        self.recent.move_to_end(key)
+        return _follower_outcome(self.recent[key], job, kind)
+
+    def _remember(self, outcome: Outcome) -> None:
+        if outcome.vector is None and outcome.donor is None:
+            return  # failures are not lent: a retry may succeed
+        for key in (outcome.job.image_url, outcome.job.sha):
+            if key is not None:
+                self.recent[key] = outcome
+                self.recent.move_to_end(key)
+        while len(self.recent) > RECENT_RESULTS:
+            self.recent.popitem(last=False)
+
     def _emit(self, outcome: Outcome) -> None:
         """Queue `outcome` for the writer, and its followers' outcomes with it."""
         self.write_q.put_nowait(outcome)
+        if self._dedup:
+            self._remember(outcome)
         for group in self._groups_led_by(outcome.job):
             for follower in group.followers:
                 self._emit(_follower_outcome(outcome, follower, group.kind))
@@ -694,6 +721,8 @@ class _Run:
         try:
             data = await fetcher.fetch(job.image_url)
             job.sha = await loop.run_in_executor(self.prep_pool, _digest, data)
+            if (known := self._recent(job.sha, job, SAME_BYTES)) is not None:
+                return known
             if self._follow(self.by_sha, job.sha, job, SAME_BYTES):
                 return None
             if self._dedup:

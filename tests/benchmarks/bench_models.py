@@ -156,7 +156,9 @@ def main() -> int:
     base = next((r for r in rows if r.tower == "so400m-384" and r.precision == "fp32"), None)
     if base is not None:
         for row in rows:
-            console.print(f"{row.tower} {row.precision}: {row.rate / base.rate:.2f}x so400m-384 fp32")
+            console.print(
+                f"{row.tower} {row.precision}: {row.rate / base.rate:.2f}x so400m-384 fp32"
+            )
     console.print(f"benchmark wall time {time.perf_counter() - started:.0f} s")
     return 0
 

@@ -117,6 +117,8 @@ def make_config(dsn: str, model: Path, data: Path, **extra: str) -> config_mod.C
         "DAHELL_VECTORIZER__PROVIDERS": "CPUExecutionProvider",
         "DAHELL_VECTORIZER__ALLOWED_IMAGE_HOSTS": "127.0.0.1",
         "DAHELL_VECTORIZER__POLL_INTERVAL_S": "0.2",
+        # Its catalogue repeats 40 photos: measure the pipeline, not the reuse (bench_dedup.py).
+        "DAHELL_VECTORIZER__DEDUP_IMAGES": "false",
     }
     env.update({f"DAHELL_VECTORIZER__{k.upper()}": v for k, v in extra.items()})
     return config_mod.load(path=None, env=env)
