@@ -460,8 +460,15 @@ def rule_text(distance: float) -> str:
 async def ensure_rule(
     pool: asyncpg.Pool, distance: float, *, k: int = DEFAULT_NEIGHBOURS
 ) -> UpkeepResult | None:
-    """Rebuild every group when they were built with another distance; None when they were not."""
+    """Rebuild every group when they were built with another distance; None when they were not.
+
+    With no group yet, only the rule is recorded: the incremental upkeep places everything,
+    in batches, as it would new embeddings.
+    """
     stored = await pool.fetchval("SELECT value FROM research_upkeep WHERE name = 'rule'")
     if stored == rule_text(distance):
+        return None
+    if stored is None and not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM research_groups)"):
+        await pool.execute(SET_RULE_SQL, rule_text(distance))
         return None
     return await recompute_all(pool, distance, k=k)

@@ -8,7 +8,8 @@ only repeats the round in flight. At start, groups built with another
 idle and looks again every `research.poll_interval_s` (every half second under
 `--exit-when-idle`, so the daemon does not exit while the vectorizer's last embeddings wait).
 
-Outcomes counted: `placed`, `moved`, `removed` (products), `merged` and `split` (groups);
+Outcomes counted: `placed`, `moved`, `removed`, `rebuilt` (products), `merged` and `split`
+(groups);
 /status also shows `groups`, `grouped_products`, `multi_supplier_groups`, `largest_group`.
 """
 
@@ -38,6 +39,7 @@ class GroupsStage:
         async with ctx.working():
             rebuilt = await groups.ensure_rule(ctx.pool, cfg.same_item_distance, k=cfg.neighbours)
         if rebuilt is not None:
+            ctx.count("rebuilt", n=rebuilt.placed)
             ctx.log.info(
                 "groups_rebuilt",
                 products=rebuilt.placed,
