@@ -3,6 +3,7 @@ peso formatting."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -53,7 +54,7 @@ def test_rates_and_the_ranking_rule() -> None:
 def test_sales_never_exceed_the_total_fall_plus_restocks(stocks: list[int]) -> None:
     series = [(day(i), q) for i, q in enumerate(stocks)]
     sold = units_sold(series, day(-1), day(len(stocks)))
-    rises = sum(max(b - a, 0) for a, b in zip(stocks, stocks[1:], strict=False))
+    rises = sum(max(b - a, 0) for a, b in itertools.pairwise(stocks))
     assert 0 <= sold == stocks[0] - stocks[-1] + rises
 
 
