@@ -112,11 +112,11 @@
       grid.push(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
       grid.push(svg("text", { class: "tick", x: L - 8, y: y(v) + 4, "text-anchor": "end" }, opts.format(v)));
     }
+    // Day ticks a whole number of days apart from the first point (captures come daily).
     const ticks = [];
-    const n = Math.min(6, Math.max(2, Math.round((t1 - t0) / DAY_MS) + 1));
-    for (let i = 0; i < n; i++) {
-      const ms = t0 + ((t1 - t0) * i) / (n - 1);
-      const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
+    const step = Math.max(1, Math.ceil((t1 - t0) / DAY_MS / 6)) * DAY_MS;
+    for (let ms = t0; ms <= t1 + 60_000; ms += step) {
+      const anchor = ms === t0 ? "start" : ms + step > t1 + 60_000 && x(t1) - x(ms) < 30 ? "end" : "middle";
       ticks.push(svg("text", { class: "tick", x: x(ms), y: H - 8, "text-anchor": anchor }, D.day(new Date(ms).toISOString())));
     }
     const lines = series.map((s) => {
@@ -250,8 +250,9 @@
       { class: classes, "data-product-id": o.product_id },
       el("a", { class: "offer-link", href: "/product/" + encodeURIComponent(o.product_id) },
         el("div", { class: "offer-photo" }, D.photo(o.image_url, o.title || "", "offer-img"),
-          cheapest ? el("span", { class: "tag tag-cheap", text: t("product.cheapest") }) : null,
-          self ? el("span", { class: "tag tag-self", text: t("product.this") }) : null),
+          el("span", { class: "tags" },
+            cheapest ? el("span", { class: "tag tag-cheap", text: t("product.cheapest") }) : null,
+            self ? el("span", { class: "tag tag-self", text: t("product.this") }) : null)),
         el(
           "div",
           { class: "offer-text" },

@@ -140,13 +140,13 @@
         el("span", { class: "money " + (D.missing(margin) ? "muted" : margin < 0 ? "neg" : "pos"), text: D.money(margin) }),
         el("span", { class: "sub", text: D.pct(item.margin_pct) })
       ),
+      el("td", { class: "num", "data-col": "units_per_day_7d", text: D.rate(item.units_per_day_7d) }),
       el(
         "td",
-        { class: "num", "data-col": "units_per_day_7d" },
-        el("span", { class: "strong", text: D.rate(item.units_per_day_7d) }),
+        { class: "num", "data-col": "units_per_day_30d" },
+        el("span", { class: "strong", text: D.rate(item.units_per_day_30d) }),
         el("span", { class: "sub", text: observed(item.days_observed) })
       ),
-      el("td", { class: "num", "data-col": "units_per_day_30d", text: D.rate(item.units_per_day_30d) }),
       el("td", { class: "c-trend" }, sparkline(item.stock_trend || [], item.stock)),
       el(
         "td",
@@ -225,7 +225,7 @@
   function downloadCsv() {
     if (!current) return;
     const items = current.items || [];
-    const rows = [CSV_COLUMNS.map(([key]) => t(key)), ...items.map((item) => CSV_COLUMNS.map(([, get]) => get(item)))];
+    const rows = [CSV_COLUMNS.map(([key]) => t(key).replace(/\u00a0/g, " ")), ...items.map((item) => CSV_COLUMNS.map(([, get]) => get(item)))];
     const stamp = (current.at || new Date().toISOString()).slice(0, 10);
     D.download(`${t("csv.filename")}-${stamp}.csv`, D.csv(rows), "text/csv;charset=utf-8");
   }

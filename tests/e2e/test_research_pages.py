@@ -270,8 +270,13 @@ async def check_product_page(page: Any, daemon: Daemon) -> None:
     for item in answer["items"]:
         if (item.get("group_suppliers") or 1) > 1:
             details.append(await daemon.get(f"/api/products/{item['product_id']}"))
-    # The product with the most warehouses among those with a group: the richest chart.
-    detail = max(details, key=lambda d: (len(d["stock"]), len(d["group"]["offers"])))
+
+    # Among products with a group, the one whose stock moved most: the richest chart.
+    def richness(d: dict[str, Any]) -> tuple[int, int, int]:
+        points = sum(len(w["series"]) for w in d["stock"])
+        return min(len(d["stock"]), 3), points, len(d["group"]["offers"])
+
+    detail = max(details, key=richness)
     pid = detail["product"]["product_id"]
 
     await page.goto(f"{daemon.base}/product/{pid}")
