@@ -26,9 +26,17 @@ import asyncpg
 import psutil
 
 from dahell.config import Config
-from dahell.errors import DatabaseUnavailable
+from dahell.errors import DatabaseUnavailable, MigrationError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Migrations live in the top-level sql/ folder (a checkout, an editable install); a wheel ships
+# them inside the package as dahell/sql/ (setup.py's build hook). The packaged copy wins.
+PACKAGED_SQL_DIR = Path(__file__).resolve().parent / "sql"
+SOURCE_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = (
+    SOURCE_SQL_DIR
+    if not PACKAGED_SQL_DIR.is_dir() and SOURCE_SQL_DIR.is_dir()
+    else PACKAGED_SQL_DIR
+)
 MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Arbitrary constant shared by every dahell process: the migrations' advisory lock.
 MIGRATION_LOCK_KEY = 0x6461_6865_6C6C  # "dahell"
@@ -110,6 +118,8 @@ def is_unavailable(exc: BaseException) -> bool:
     file's or another peer's; a timeout only when it is the pool's `acquire` waiting for a
     connection, never a statement's `command_timeout`.
     """
+    if isinstance(exc, MigrationError):
+        return False  # a broken install or a changed file: waiting will not help
     if isinstance(exc, CONNECTION_LOST):
         return True
     if isinstance(exc, asyncpg.InterfaceError):
@@ -227,23 +237,51 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """sha256 of the text with LF line ends: a CRLF checkout has the same checksum."""
+        return hashlib.sha256(self.sql.replace("\r\n", "\n").encode()).hexdigest()
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.sql"
 
 
-def discover_migrations(directory: Path = SQL_DIR) -> list[Migration]:
+def discover_migrations(directory: Path | None = None) -> list[Migration]:
+    """Every `NNN_name.sql` in `directory` (default SQL_DIR); none found is an error."""
+    directory = directory or SQL_DIR
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")) if directory.is_dir() else []:
         match = MIGRATION_NAME.match(path.name)
         if match:
             found.append(Migration(int(match.group(1)), path.stem, path.read_text("utf-8")))
+    if not found:
+        raise MigrationError(
+            f"no migrations found in {directory}: this install of dahell is incomplete "
+            f"(sql/NNN_name.sql must ship with the package)"
+        )
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise DatabaseUnavailable(f"two migrations share a number in {directory}")
+        raise MigrationError(f"two migrations share a number in {directory}")
     return found
 
 
-async def apply_migrations(dsn: str, timeout: float = 10.0) -> list[str]:
+def check_applied(migrations: list[Migration], stored: dict[int, str]) -> None:
+    """An applied migration whose file changed since is an error naming the file."""
+    changed = [
+        m.file for m in migrations if m.version in stored and stored[m.version] != m.checksum
+    ]
+    if changed:
+        raise MigrationError(
+            f"migration {', '.join(changed)} changed after it was applied (its checksum differs "
+            f"from the one recorded in dahell_migrations): restore the file and put the change "
+            f"in a new numbered migration"
+        )
+
+
+async def apply_migrations(
+    dsn: str, timeout: float = 10.0, *, directory: Path | None = None
+) -> list[str]:
     """Apply each pending migration once, in its own transaction, under an advisory lock."""
+    migrations = discover_migrations(directory)
     conn = await asyncpg.connect(dsn, timeout=timeout)
     applied: list[str] = []
     try:
@@ -256,8 +294,10 @@ async def apply_migrations(dsn: str, timeout: float = 10.0) -> list[str]:
                        checksum   text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM dahell_migrations")}
-            for migration in discover_migrations():
+            rows = await conn.fetch("SELECT version, checksum FROM dahell_migrations")
+            done = {r["version"]: r["checksum"] for r in rows}
+            check_applied(migrations, done)
+            for migration in migrations:
                 if migration.version in done:
                     continue
                 async with conn.transaction():

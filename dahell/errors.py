@@ -3,6 +3,7 @@
 DahellError
 ├── ConfigError          a configuration value is missing, unknown or of the wrong type
 ├── DatabaseUnavailable  PostgreSQL cannot be reached or started
+│   └── MigrationError   no migration found, or an applied one was changed afterwards
 ├── InputUnreadable      a file given to the loader cannot be opened or read
 ├── StageParked          a stage needs a human (base class of the next three)
 │   ├── CredentialsError wrong or missing Dropi credentials, two-factor accounts
@@ -24,6 +25,10 @@ class ConfigError(DahellError):
 
 class DatabaseUnavailable(DahellError):
     """PostgreSQL could not be reached, started or migrated."""
+
+
+class MigrationError(DatabaseUnavailable):
+    """The migrations cannot be applied as they are: none found, or an applied one changed."""
 
 
 class InputUnreadable(DahellError):

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from dahell import db
-from dahell.errors import DatabaseUnavailable
+from dahell.errors import DatabaseUnavailable, MigrationError
 
 
 def closed_port() -> int:
@@ -83,6 +83,7 @@ async def test_the_pools_connect_turns_connect_failures_into_database_unavailabl
         asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
         asyncpg.exceptions.InterfaceError("cannot perform operation: another operation"),
         RuntimeError("boom"),
+        MigrationError("migration 002_vectorizer.sql changed after it was applied"),
     ],
 )
 def test_other_errors_are_not_the_database_being_unavailable(exc: BaseException) -> None:
