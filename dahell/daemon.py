@@ -53,6 +53,7 @@ async def run_daemon(
             try:
                 listen = await server.start()
                 log.info("http_listening", listen=listen)
+                _warn_if_exposed(log, config)
             except OSError as exc:
                 log.error("http_unavailable", listen=config.http.listen, error=str(exc))
                 server = None
@@ -65,3 +66,23 @@ async def run_daemon(
         await database.close()
     log.info("daemon_exited", exit_code=code)
     return code
+
+
+EXPOSED_RISK = (
+    "the status server answers anyone who can reach this address without a token: /status, "
+    "/metrics, the search and research pages show the catalog and the config (secrets masked); "
+    "set http.token (DAHELL_HTTP__TOKEN_FILE) or listen on 127.0.0.1"
+)
+
+
+def _warn_if_exposed(log: structlog.typing.FilteringBoundLogger, config: Config) -> None:
+    """Warn once at start-up when the status server is reachable off this host without a token.
+
+    The container listens on 0.0.0.0 on purpose (so `-p 9464:9464` works); the warning makes the
+    open door visible instead of silently closing it.
+    """
+    from dahell.http import is_loopback, split_host
+
+    host = split_host(config.http.listen)[0]
+    if not config.http.token and not is_loopback(host):
+        log.warning("http_exposed_without_token", listen=config.http.listen, risk=EXPOSED_RISK)
