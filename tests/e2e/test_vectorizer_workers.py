@@ -119,9 +119,10 @@ async def start_daemon(
 
 
 def embedded_count(output: bytes) -> int:
+    """Products a daemon wrote an embedding for: inferred, or reused (all photos are alike)."""
     total = 0
     for line in output.decode(errors="replace").splitlines():
-        if '"batch_embedded"' in line:
+        if '"batch_embedded"' in line or '"embeddings_reused"' in line:
             total += int(json.loads(line)["count"])
     return total
 
