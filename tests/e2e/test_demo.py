@@ -1,0 +1,71 @@
+"""`python -m dahell demo --no-wait` as a user runs it: simulated days, research answers, exit 0.
+
+The demo scrapes a few quick passes of the simulator (each a simulated day), loads, embeds and
+groups them, and must end with the best sellers (pesos as `$ 45.000`, units per day over more
+than one observed day), one item's offers with the cheapest marked, and the research page URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import free_port, stop_postmaster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[2]
+DAYS = 5
+
+
+async def test_demo_ends_with_best_sellers_and_one_items_offers(embedded_data_dir: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAHELL_")}
+    env.update(
+        DAHELL_PATHS__DATA_DIR=str(embedded_data_dir),
+        DAHELL_HTTP__LISTEN=f"127.0.0.1:{port}",
+        DAHELL_LOG__LEVEL="error",
+        COLUMNS="200",
+        PYTHONPATH=str(REPO),
+    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dahell",
+            "demo",
+            "--no-wait",
+            "--products",
+            "120",
+            "--days",
+            str(DAYS),
+            cwd=embedded_data_dir.parent,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 240)
+    finally:
+        stop_postmaster(embedded_data_dir / "demo")
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    assert f"day {DAYS}/{DAYS}" in text and "Done:" in text, text[-4000:]
+
+    best = text[text.index("Más vendidos") :]
+    rows = [line for line in best.splitlines() if re.match(r"^│\s+\d+ │", line)]
+    assert len(rows) >= 5, best[:3000]
+    assert re.search(r"\$ \d{1,3}\.\d{3}", rows[0])  # pesos the Colombian way
+    table = [[c.strip() for c in row.split("│")] for row in rows]
+    number = lambda text: float(text.replace(".", "").replace(",", "."))  # noqa: E731 - es-CO
+    assert number(table[0][11]) > 0  # Uds/día 30d of the best seller
+    assert max(number(cells[12]) for cells in table) >= DAYS - 1  # days observed
+
+    offers = text[text.index("Un artículo,") :]
+    assert "más barato" in offers and "proveedores" in offers
+    assert f"http://127.0.0.1:{port}/research" in text
+    assert "Demo time:" in text
