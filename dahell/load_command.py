@@ -88,6 +88,10 @@ async def _load_one(loader: Loader, path: Path, show_progress: bool) -> FileRepo
             )
     except SourceBusy as exc:
         return FileReport(str(path), status="busy", message=str(exc))
+    except (MemoryError, OSError) as exc:
+        # not the lines' fault: the batch was not committed, and the next run resumes there
+        message = f"stopped ({type(exc).__name__}: {exc}); run again to resume"
+        return FileReport(str(path), status="error", message=message)
 
 
 def _counts(stats: LoadStats) -> list[str]:

@@ -472,3 +472,21 @@ async def test_memory_error_stops_the_batch_and_rejects_nothing(
     monkeypatch.setattr(dropi, "_normalise", real)  # memory is back: the batch is tried again
     report = await load(pool, config, path)
     assert (report.stats.inserted, report.stats.rejected) == (4, 0)
+
+
+async def test_load_command_names_a_memory_error_and_resumes_on_the_next_run(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    real = dropi._normalise
+
+    def short_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("cannot allocate")
+
+    path = write(tmp_path / "a.jsonl", [json.dumps(simple_product(i)) for i in range(1, 4)])
+    monkeypatch.setattr(dropi, "_normalise", short_of_memory)
+    assert await load_command.load_files(config, [path], as_json=True) == 1
+    assert "MemoryError" in capsys.readouterr().err
+    monkeypatch.setattr(dropi, "_normalise", real)
+    assert await load_command.load_files(config, [path], as_json=True) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["lines"], out["inserted"], out["rejected"]) == (3, 3, 0)
