@@ -2,7 +2,7 @@
 
     python tests/benchmarks/bench_dedup.py [--tiny-products 5000] [--so400m-products 200]
                                            [--so400m-precision fp32|int8] [--skip-so400m]
-                                           [--quick]
+                                           [--skip-tiny] [--rounds 2] [--quick]
 
 A catalog in which a fifth of the products share their photo file with another product (half of
 them through the very same URL, half through another URL serving the same bytes, as a CDN copy
@@ -235,7 +235,10 @@ async def main(args: argparse.Namespace) -> int:
             tiny.mkdir()
             for name in ("model.onnx", "manifest.json"):
                 (tiny / name).write_bytes((TINY / name).read_bytes())
-            results += await compare("tiny", pool, server.dsn, tiny, tmp, cdn, tiny_n, args.rounds)
+            if not args.skip_tiny:
+                results += await compare(
+                    "tiny", pool, server.dsn, tiny, tmp, cdn, tiny_n, args.rounds
+                )
             if not args.skip_so400m:
                 await pool.execute("TRUNCATE product_embeddings")  # the column is resized
                 model = await asyncio.to_thread(build_so400m_model, tmp, args.so400m_precision)
@@ -288,6 +291,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--rounds", type=int, default=2, help="tiny runs per mode, alternating (best kept)"
     )
     parser.add_argument("--skip-so400m", action="store_true")
+    parser.add_argument("--skip-tiny", action="store_true")
     parser.add_argument("--quick", action="store_true", help="500 tiny, 20 so400m products")
     return parser.parse_args(argv)
 
