@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ import asyncpg
 import structlog
 
 from dahell.config import Config
+from dahell.stages import loader as loader_mod
 from dahell.stages.loader import FileReport, Loader
-from tests.factories import legacy_line, simple_product, variable_product
+from tests.factories import catalog_lines, legacy_line, simple_product, variable_product
 
 OLD = 1_700_000_000
 #: Columns that hold the load's own clock or a sequence number, not data (as do columns
@@ -230,3 +232,23 @@ async def test_shared_rows_keep_their_newest_capture(
     await load(pool, config, write(tmp_path / "d.jsonl", batch))
     row = await pool.fetchrow("SELECT name, plan_name FROM suppliers WHERE supplier_id = 78")
     assert (row["name"], row["plan_name"]) == ("Último", "PLAN B")
+
+
+async def test_shuffled_captures_give_the_same_tables_at_every_batch_size(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: Any
+) -> None:
+    lines = catalog_lines(240, repeat_share=0.6, seed=7)
+    random.Random(3).shuffle(lines)  # captures out of order, repeats on both sides of a change
+    path = write(tmp_path / "raw_products_20251223.jsonl", lines)
+    monkeypatch.setattr(loader_mod, "PARALLEL_PARSE_MIN_BYTES", 0)
+    snapshots = {}
+    for size, processes in ((1, 0), (13, 0), (1000, 0), (17, 2)):
+        await truncate(pool)
+        config = make_config(
+            pg_dsn, LOADER__BATCH_SIZE=str(size), LOADER__PARSE_PROCESSES=str(processes)
+        )
+        await load(pool, config, path)
+        snapshots[size] = await snapshot(pool)
+    for size, tables in snapshots.items():
+        for table in TABLES:
+            assert tables[table] == snapshots[1][table], (size, table)
