@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import asyncpg
 
+from dahell.embedding_backlog import pending_count
 from dahell.errors import DahellError
 from dahell.research import sales as sales_mod
 from dahell.research.sales import SERIES_SQL, Sales, sales_for
@@ -268,12 +269,8 @@ def _fields(filters: ResearchFilters) -> dict[str, Any]:
 
 
 async def pending_embeddings(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """Products still waiting for an embedding (pending, claimed or failed with a retry due)."""
-    value = await conn.fetchval(
-        "SELECT count(*) FROM embedding_jobs"
-        " WHERE state <> 'done' AND next_attempt_at <> 'infinity'::timestamptz"
-    )
-    return int(value or 0)
+    """Products still waiting for an embedding (the vectorizer's own count)."""
+    return await pending_count(conn)
 
 
 # --- the item objects ----------------------------------------------------------------------
