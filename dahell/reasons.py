@@ -49,7 +49,19 @@ EMBED_FAILURE_REASONS: dict[str, str] = {
     "lease_expired": "vectorizer.max_attempts workers claimed the image and none finished it "
     "(each was killed or crashed while holding it): given up, it may be what kills them",
     "internal_error": "an unexpected error while preparing this image (a bug: the log has the "
-    "traceback); retried with backoff",
+    "traceback); retried with backoff while vectorizer.max_attempts allows",
+}
+
+#: Failures retried without limit (backoff capped at vectorizer.retry_backoff_max_s): the
+#: network's, not the image's. `http_5xx` stands for any 5xx status.
+TRANSIENT_EMBED_FAILURES = ("timeout", "connection_error", "http_5xx", "http_408", "http_429")
+
+#: Why an embedding was written without inference: the reason of outcome `reused`.
+EMBED_REUSE_REASONS: dict[str, str] = {
+    "same_url": "another product's image URL is the same and already has an embedding from "
+    "this model (or is being embedded in this run): no download, no inference",
+    "same_bytes": "the downloaded bytes (sha256, embedding_jobs.image_sha256) equal another "
+    "product's image: no inference",
 }
 
 
