@@ -343,9 +343,10 @@ def _convert(fp32: Path, target: Path, precision: Precision) -> None:
 
 
 #: Dynamic int8 quantisation, recorded in the manifest. MatMul/Gemm weights only, 7-bit range:
-#: on CPUs without VNNI (AVX2 only, like the 2-core test machine) the u8s8 kernels saturate with
-#: the full 8-bit range, and the so400m-shaped tower's cosine to fp32 fell to 0.93; with
-#: `reduce_range` it is 0.9994, at ~1.6x fp32's images/s there.
+#: on CPUs without VNNI (AVX2 only) the u8s8 kernels saturate with the full 8-bit range, and the
+#: so400m-shaped tower's cosine to fp32 fell to 0.93; with `reduce_range` it is 0.9994, at ~1.6x
+#: fp32's images/s there. On a CPU with AVX-512 VNNI/AMX (the 2-core machine of 2026-12-02)
+#: bench_models.py measured 4.1x (0.95 against 0.23 images/s).
 _INT8_OPS = ("MatMul", "Gemm")
 INT8_SETTINGS: dict[str, object] = {
     "method": "onnxruntime.quantization.quantize_dynamic",
