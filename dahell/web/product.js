@@ -107,8 +107,9 @@
     const x = (ms) => L + ((ms - t0) * (W - L - R)) / (t1 - t0);
     const y = (v) => T + (H - T - B) * (1 - (v - vmin) / (vmax - vmin));
     const grid = [];
-    for (let i = 0; i <= 4; i++) {
-      const v = vmin + ((vmax - vmin) * i) / 4;
+    const parts = divisions(vmax - vmin);
+    for (let i = 0; i <= parts; i++) {
+      const v = vmin + ((vmax - vmin) * i) / parts;
       grid.push(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
       grid.push(svg("text", { class: "tick", x: L - 8, y: y(v) + 4, "text-anchor": "end" }, opts.format(v)));
     }
@@ -145,6 +146,16 @@
       svg("g", { class: "axes" }, grid, ticks, svg("line", { class: "axis", x1: L, x2: W - R, y1: y(vmin), y2: y(vmin) })),
       lines
     );
+  }
+
+  // How many grid intervals split `span` into round steps (1, 2, 2.5 or 5 times a power of 10).
+  function divisions(span) {
+    for (const n of [4, 5, 3, 6, 2]) {
+      const step = span / n;
+      const exp = Math.pow(10, Math.floor(Math.log10(step)));
+      if ([1, 2, 2.5, 5, 10].some((m) => Math.abs(step - m * exp) < 1e-9 * span)) return n;
+    }
+    return 4;
   }
 
   function niceFloor(v) {
@@ -275,6 +286,8 @@
 
   function init() {
     D.translatePage();
+    const view = sessionStorage.getItem("dahell.research_view");
+    if (view && view.startsWith("/research")) $("back").href = view;
     load();
   }
 

@@ -7,6 +7,7 @@
   const D = window.Dahell;
   const { t, $, el, svg } = D;
   const LIMIT = 50;
+  const BACK_KEY = "dahell.research_view"; // the product page's "back" returns to this view
   const SORTS = ["sales", "margin", "suppliers", "new"];
   const seenCategories = new Set();
   const seenCities = new Set();
@@ -60,6 +61,7 @@
 
   async function load() {
     const state = readState();
+    sessionStorage.setItem(BACK_KEY, window.location.pathname + window.location.search);
     fillForm(state);
     const query = new URLSearchParams({ by: state.by, limit: String(LIMIT), offset: String(state.offset) });
     for (const key of ["category", "city", "min_margin"]) if (state[key] !== "") query.set(key, state[key]);

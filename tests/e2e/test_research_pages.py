@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import os
 import re
 import signal
@@ -273,8 +274,12 @@ async def check_product_page(page: Any, daemon: Daemon) -> None:
 
     # Among products with a group, the one whose stock moved most: the richest chart.
     def richness(d: dict[str, Any]) -> tuple[int, int, int]:
-        points = sum(len(w["series"]) for w in d["stock"])
-        return min(len(d["stock"]), 3), points, len(d["group"]["offers"])
+        sold = sum(
+            max(0, a["stock"] - b["stock"])
+            for w in d["stock"]
+            for a, b in itertools.pairwise(w["series"])
+        )
+        return min(len(d["stock"]), 2), sold, len(d["group"]["offers"])
 
     detail = max(details, key=richness)
     pid = detail["product"]["product_id"]
