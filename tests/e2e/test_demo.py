@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 DAYS = 5
 
 
+def number(text: str) -> float:
+    """An es-CO number as the table prints it (`1.234,5`)."""
+    return float(text.replace(".", "").replace(",", "."))
+
+
 async def test_demo_ends_with_best_sellers_and_one_items_offers(embedded_data_dir: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAHELL_")}
@@ -61,7 +66,6 @@ async def test_demo_ends_with_best_sellers_and_one_items_offers(embedded_data_di
     assert len(rows) >= 5, best[:3000]
     assert re.search(r"\$ \d{1,3}\.\d{3}", rows[0])  # pesos the Colombian way
     table = [[c.strip() for c in row.split("│")] for row in rows]
-    number = lambda text: float(text.replace(".", "").replace(",", "."))  # noqa: E731 - es-CO
     assert number(table[0][11]) > 0  # Uds/día 30d of the best seller
     assert max(number(cells[12]) for cells in table) >= DAYS - 1  # days observed
 
