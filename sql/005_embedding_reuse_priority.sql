@@ -23,6 +23,10 @@ ALTER TABLE embedding_jobs ADD COLUMN IF NOT EXISTS transient_failures integer N
 -- longer than that goes before any job queued after it: nothing starves. Since the bonus is
 -- never negative, "next_attempt_at <= now()" implies "priority_at <= now()": the claim walks
 -- embedding_jobs_priority_idx from its start and stops at now().
+--
+-- A row that becomes pending gets priority_at NULL from the trigger below (cheap: the loader
+-- queues thousands at once), and the vectorizer ranks such rows in batches before it claims
+-- (embedding_jobs_unranked_idx finds them); a NULL priority is never claimed.
 ALTER TABLE embedding_jobs ADD COLUMN IF NOT EXISTS priority_at timestamptz;
 
 -- In stock (any warehouse, product level): 12 h. Captured (changed) within the last day: 6 h.
@@ -41,7 +45,8 @@ $$;
 
 -- Keeps priority_at (and transient_failures for a new image) right whoever writes the row: the
 -- loader's reset, the vectorizer's claim, write, release and renewal, or a hand-written UPDATE.
--- Only a row that becomes pending (or whose due time moves while pending) pays for the bonus.
+-- No lookups here: a row that becomes pending (or whose due time or image moves while pending)
+-- is left unranked (NULL) for the vectorizer's batched ranking.
 CREATE OR REPLACE FUNCTION embedding_jobs_priority() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -50,10 +55,10 @@ BEGIN
     END IF;
     IF NEW.state <> 'pending' THEN
         NEW.priority_at := NEW.next_attempt_at;
-    ELSIF TG_OP = 'INSERT' OR OLD.state <> 'pending' OR OLD.priority_at IS NULL
+    ELSIF TG_OP = 'INSERT' OR OLD.state <> 'pending'
           OR NEW.next_attempt_at IS DISTINCT FROM OLD.next_attempt_at
           OR NEW.image_url IS DISTINCT FROM OLD.image_url THEN
-        NEW.priority_at := NEW.next_attempt_at - embedding_priority_bonus(NEW.product_id);
+        NEW.priority_at := NULL;
     END IF;
     RETURN NEW;
 END
@@ -63,9 +68,13 @@ DROP TRIGGER IF EXISTS embedding_jobs_priority_trg ON embedding_jobs;
 CREATE TRIGGER embedding_jobs_priority_trg BEFORE INSERT OR UPDATE ON embedding_jobs
     FOR EACH ROW EXECUTE FUNCTION embedding_jobs_priority();
 
+ALTER TABLE embedding_jobs DISABLE TRIGGER embedding_jobs_priority_trg;
 UPDATE embedding_jobs SET priority_at = CASE
     WHEN state = 'pending' THEN next_attempt_at - embedding_priority_bonus(product_id)
     ELSE next_attempt_at END;
+ALTER TABLE embedding_jobs ENABLE TRIGGER embedding_jobs_priority_trg;
 
 CREATE INDEX IF NOT EXISTS embedding_jobs_priority_idx ON embedding_jobs (priority_at)
     WHERE state <> 'done';
+CREATE INDEX IF NOT EXISTS embedding_jobs_unranked_idx ON embedding_jobs (product_id)
+    WHERE priority_at IS NULL AND state <> 'done';

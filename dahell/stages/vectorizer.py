@@ -127,10 +127,28 @@ WHERE state = 'claimed' AND next_attempt_at <= now() AND lease_until < now()
   AND attempts - transient_failures >= $1
 """
 
-#: The claim order, "useful first": by `priority_at`, which the trigger of
-#: sql/005_embedding_reuse_priority.sql keeps at `next_attempt_at - bonus` for pending rows
-#: (bonus: in stock 12 h + captured within a day 6 h + no embedding yet 6 h, at most 24 h) and
-#: at `next_attempt_at` for every other state. So products in stock and recently changed go
+#: Pending rows the trigger of sql/005_embedding_reuse_priority.sql left unranked (NULL: just
+#: queued, released or re-queued) get `priority_at = next_attempt_at - bonus` here, in batches,
+#: before each claim (the loader's transaction pays nothing for it). Bonus: in stock 12 h +
+#: captured within a day 6 h + no embedding yet 6 h, at most 24 h (`embedding_priority_bonus`).
+RANK_SQL = """
+WITH todo AS (
+    SELECT product_id FROM embedding_jobs
+    WHERE priority_at IS NULL AND state <> 'done'
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE embedding_jobs AS j
+SET priority_at = j.next_attempt_at - embedding_priority_bonus(j.product_id)
+FROM todo
+WHERE j.product_id = todo.product_id AND j.priority_at IS NULL
+"""
+#: Rows ranked per statement (the loop goes on until none is left).
+RANK_BATCH = 2000
+
+#: The claim order, "useful first": by `priority_at`, which is `next_attempt_at - bonus` for
+#: pending rows (see RANK_SQL; a NULL, unranked row is never claimed) and `next_attempt_at` for
+#: every other state (the trigger keeps it). So products in stock and recently changed go
 #: before stale and empty ones, new products before re-embeds, and nothing starves: a job that
 #: has waited longer than the largest bonus goes before anything queued after it. Because the
 #: bonus is never negative, `next_attempt_at <= now()` implies `priority_at <= now()`: the scan
@@ -539,6 +557,7 @@ class _Run:
                 await self._sweep()
                 next_sweep = time.monotonic() + cfg.poll_interval_s
             wanted = min(room, cfg.claim_batch_size)
+            await self._rank()
             jobs = await self._claim(wanted)
             if jobs:
                 self.ctx.set_idle(False)
@@ -564,6 +583,14 @@ class _Run:
         if jobs:
             self.ctx.log.debug("jobs_claimed", count=len(jobs), worker=self.run_id)
         return jobs
+
+    async def _rank(self) -> None:
+        """Give every unranked pending row its priority, so the claim sees the whole queue."""
+        while True:
+            status = await self.ctx.pool.execute(RANK_SQL, RANK_BATCH)
+            if int(status.split()[-1]) < RANK_BATCH:
+                return
+            self.ctx.heartbeat()
 
     async def _sweep(self) -> None:
         status = await self.ctx.pool.execute(SWEEP_SQL, self.ctx.config.vectorizer.max_attempts)

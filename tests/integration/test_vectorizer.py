@@ -851,14 +851,18 @@ async def test_claim_walks_the_priority_index_at_100k_pending_rows(pool: asyncpg
            SELECT g, 'http://x/' || g, now() - make_interval(secs => g % 5000)
            FROM generate_series(1, 100000) AS g"""
     )
+    from dahell.stages.vectorizer import CLAIM_SQL, RANK_SQL
+
+    while (await pool.execute(RANK_SQL, 5000)).endswith(" 5000"):
+        pass
+    assert await pool.fetchval("SELECT count(*) FROM embedding_jobs WHERE priority_at IS NULL") == 0
     await pool.execute("ANALYZE embedding_jobs")
-    from dahell.stages.vectorizer import CLAIM_SQL
 
     select = CLAIM_SQL.split("(", 1)[1].rsplit(")", 1)[0].split("FOR UPDATE")[0]
     select = select.replace("$1", "64").replace("$3", "5")
     plan = "\n".join(r[0] for r in await pool.fetch("EXPLAIN ANALYZE " + select))
     assert "embedding_jobs_priority_idx" in plan, plan
-    assert "Sort" not in plan, plan
+    assert "Sort" not in plan and "rows=64" in plan, plan
 
 
 async def test_status_and_backlog_name_images_waiting_for_a_retry_by_reason(
