@@ -157,6 +157,8 @@ async def test_research_and_product_pages(daemon: Daemon, tmp_path: Path) -> Non
                 await check_product_page(page, daemon)
                 step = "language"
                 await check_english(page, daemon)
+                step = "token"
+                await check_token_form(await context.new_page(), daemon)
             except Exception:
                 await page.screenshot(
                     path=str(ARTIFACTS / f"{step}-page-failed.png"), full_page=True
@@ -327,3 +329,14 @@ async def check_english(page: Any, daemon: Daemon) -> None:
     await page.screenshot(path=str(ARTIFACTS / "research-page-en.png"), full_page=False)
     await page.goto(f"{daemon.base}/research?lang=es")
     await page.wait_for_selector("#rows tr[data-product-id]")
+
+
+async def check_token_form(page: Any, daemon: Daemon) -> None:
+    """A fresh tab without the token: the page asks for it, then shows the table."""
+    await page.goto(f"{daemon.base}/research")
+    await page.wait_for_selector("#token-form:not([hidden])")
+    assert await page.locator("#rows tr[data-product-id]").count() == 0
+    await page.fill("#token-input", TOKEN)
+    await page.locator("#token-form button[type=submit]").click()
+    await page.wait_for_selector("#rows tr[data-product-id]")
+    assert await page.locator("#token-form").is_hidden()
