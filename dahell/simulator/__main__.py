@@ -22,6 +22,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-lifetime", type=float, default=4 * 3600.0)
     parser.add_argument("--rate-limit-every", type=int, default=0)
     parser.add_argument("--no-firewall", action="store_true", help="accept non-browser requests")
+    parser.add_argument(
+        "--churn", type=float, default=0.0, help="share of listings replaced per pass (e.g. 0.01)"
+    )
+    parser.add_argument(
+        "--advance-each-pass",
+        action="store_true",
+        help="move the catalog a simulated day whenever a client starts a new pass",
+    )
     return parser.parse_args(argv)
 
 
@@ -35,6 +43,8 @@ async def serve(args: argparse.Namespace) -> None:
         latency_s=args.latency,
         token_lifetime_s=args.token_lifetime,
         faults=faults,
+        churn=args.churn,
+        advance_each_pass=args.advance_each_pass,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
