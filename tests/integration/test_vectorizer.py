@@ -886,6 +886,20 @@ async def test_status_and_backlog_name_images_waiting_for_a_retry_by_reason(
         assert await pending_count(conn) == 3  # 6 pending + 1 and 2 retrying; 404 is final
     assert await pending_count(pool) == 3
 
+    env = {**os.environ, "DAHELL_DATABASE__DSN": pg_dsn, "DAHELL_HTTP__ENABLED": "false"}
+    env["COLUMNS"] = "200"
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "dahell", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "embeddings waiting for a retry, by reason" in shown.stdout
+    assert "http_503" in shown.stdout and "embeddings retrying" in shown.stdout
+
 
 async def test_reembed_drops_every_embedding_and_queues_every_product(
     pool: asyncpg.Pool,
