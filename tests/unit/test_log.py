@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 
 import structlog
 
@@ -96,3 +98,31 @@ def test_runtime_tokens_stay_bounded_and_the_newest_is_kept() -> None:
     assert len(log.known_secrets()) <= log.MAX_RUNTIME_SECRETS
     out = json.dumps(render(detail="jwt-number-0999"))
     assert "jwt-number-0999" not in out
+
+
+SCRIPT = """
+import asyncio, sys, threading, warnings
+from dahell import log
+log.configure("info", "json")
+log.set_secrets(["sekrit-value-42"])
+threading.Thread(target=lambda: 1 / 0, name="worker-1").start()
+warnings.warn("deprecated sekrit-value-42")
+async def main():
+    asyncio.get_running_loop().call_soon(lambda: {}["sekrit-value-42"])
+    await asyncio.sleep(0.05)
+asyncio.run(main())
+raise SystemError("uncaught sekrit-value-42")
+"""
+
+
+def test_every_line_a_process_writes_is_one_redacted_json_object() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    lines = (done.stdout + done.stderr).splitlines()
+    events = [json.loads(line) for line in lines]  # fails on any plain-text line
+    assert {e["event"] for e in events} >= {"thread_crashed", "uncaught_exception"}
+    assert any(e.get("logger") == "asyncio" for e in events)
+    assert any(e.get("logger") == "py.warnings" for e in events)
+    assert "sekrit-value-42" not in done.stdout + done.stderr
