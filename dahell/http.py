@@ -203,6 +203,8 @@ class StatusServer:
             return self._totals
         if self._totals_task is None or self._totals_task.done():
             self._totals_task = asyncio.create_task(self._count_totals(), name="http-totals")
+            # Retrieved here too: every waiter may have timed out before it failed.
+            self._totals_task.add_done_callback(_retrieve)
         try:
             # shield: a client that goes away must not cancel the count the others wait for
             async with asyncio.timeout(TOTALS_WAIT_S):
@@ -224,6 +226,11 @@ class StatusServer:
         }
         self._totals_at = time.monotonic()
         return self._totals
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def host_allowed(given: str, http: Any) -> bool:
