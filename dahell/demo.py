@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,7 @@ async def run_demo(config: Config, *, products: int, wait: bool, days: int = DEF
             GroupsStage(),
         ]
         supervisor = Supervisor(cfg, stages, database.pool)
+        sim.on_new_pass = hold_after_last_pass(supervisor, days)
         server = StatusServer(supervisor)
         try:
             await server.start()
@@ -191,11 +193,15 @@ def _count(sup: Supervisor, stage: str, *outcomes: str) -> int:
     return sum(counts[o] for o in outcomes)
 
 
-def _hold_after_last_pass(sup: Supervisor, sim: Simulator, days: int) -> None:
-    """Once the last simulated day is being scraped, no quick pass follows it."""
-    if sim.pass_no >= days - 1 and sup.config.scraper.pass_interval_s < 3600:
-        scraper = sup.config.scraper.model_copy(update={"pass_interval_s": 3600.0})
-        sup.config = sup.config.model_copy(update={"scraper": scraper})
+def hold_after_last_pass(sup: Supervisor, days: int) -> Callable[[int], None]:
+    """The simulator's new-pass hook: once the last day's pass starts, no quick pass follows."""
+
+    def on_new_pass(pass_no: int) -> None:
+        if pass_no >= days - 1 and sup.config.scraper.pass_interval_s < 3600:
+            scraper = sup.config.scraper.model_copy(update={"pass_interval_s": 3600.0})
+            sup.config = sup.config.model_copy(update={"scraper": scraper})
+
+    return on_new_pass
 
 
 async def _caught_up(sup: Supervisor, days: int) -> tuple[bool, dict[str, Any]]:
@@ -219,7 +225,6 @@ async def _progress(console: Console, sup: Supervisor, sim: Simulator, days: int
     printed = 0.0
     while time.monotonic() - started < DEMO_TIMEOUT_S and not sup.stopping.is_set():
         await asyncio.sleep(POLL_S)
-        _hold_after_last_pass(sup, sim, days)
         with contextlib.suppress(Exception):
             done, counts = await _caught_up(sup, days)
             now = time.monotonic()

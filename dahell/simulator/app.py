@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -140,6 +141,8 @@ class Simulator:
         self.start_at = self.config.start_at or datetime.now(UTC)
         self._pass_began = time.monotonic()
         self._served_last_page = False
+        # Called with the new pass number when a client's new pass moves the catalog.
+        self.on_new_pass: Callable[[int], None] | None = None
         self._port = port
         self._secret = hashlib.sha256(f"jwt:{self.config.seed}".encode()).digest()
         self._base: Catalog = build_catalog(self.config.products, self.config.seed)
@@ -214,6 +217,8 @@ class Simulator:
         self._served_last_page = False
         if not self.config.max_passes or self.pass_no < self.config.max_passes:
             self.next_pass()
+            if self.on_new_pass is not None:
+                self.on_new_pass(self.pass_no)
 
     @property
     def images(self) -> dict[str, ImageSpec]:

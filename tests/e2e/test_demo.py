@@ -8,11 +8,13 @@ than one observed day), one item's offers with the cheapest marked, and the rese
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import re
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.e2e.conftest import free_port, stop_postmaster
@@ -73,3 +75,16 @@ async def test_demo_ends_with_best_sellers_and_one_items_offers(embedded_data_di
     assert "más barato" in offers and "proveedores" in offers
     assert f"http://127.0.0.1:{port}/research" in text
     assert "Demo time:" in text
+
+    # One quick pass per simulated day, each in that day's journal file, and no extra pass.
+    journal = sorted((embedded_data_dir / "demo" / "journal").glob("raw_products_*.jsonl*"))
+    assert len(journal) == DAYS
+    passes = {
+        orjson.loads(line)["pass_id"]
+        for path in journal
+        for line in (gzip.decompress if path.suffix == ".gz" else bytes)(
+            path.read_bytes()
+        ).splitlines()
+        if line
+    }
+    assert len(passes) == DAYS
