@@ -190,6 +190,7 @@ async def compare(
         await reset(pool, urls)
         config = make_config(dsn, model, tmp / "data", dedup_images=str(dedup).lower(), **extra)
         run = await whole_stage(pool, stage, config, cdn, n)
+        print(f"{name} dedup={dedup}: {run}", flush=True)  # partial results survive a timeout
         if dedup not in runs or run.seconds < runs[dedup].seconds:
             runs[dedup] = run
     rows = []
