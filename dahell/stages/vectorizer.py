@@ -119,12 +119,16 @@ WHERE a.attrelid = 'product_embeddings'::regclass
 
 SWEEP_SQL = """
 UPDATE embedding_jobs
-SET state = 'failed', reason = 'lease_expired',
-    detail = 'claimed ' || attempts || ' times, never finished (last: ' ||
-             coalesce(claimed_by, '?') || ')',
+SET state = 'failed',
+    reason = CASE WHEN state = 'claimed' THEN 'lease_expired'
+                  ELSE coalesce(reason, 'lease_expired') END,
+    detail = CASE WHEN state = 'claimed'
+                  THEN 'claimed ' || attempts || ' times, never finished (last: ' ||
+                       coalesce(claimed_by, '?') || ')'
+                  ELSE detail END,
     next_attempt_at = 'infinity', lease_until = NULL, claimed_by = NULL, updated_at = now()
-WHERE state = 'claimed' AND next_attempt_at <= now() AND lease_until < now()
-  AND attempts - transient_failures >= $1
+WHERE state <> 'done' AND next_attempt_at <= now() AND attempts - transient_failures >= $1
+  AND (state <> 'claimed' OR lease_until < now())
 """
 
 #: Pending rows the trigger of sql/005_embedding_reuse_priority.sql left unranked (NULL: just
