@@ -27,6 +27,17 @@ CREATE TABLE research_upkeep (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Per product sales for the windows ending at the newest capture, refreshed by the groups stage
+-- (research.sales.refresh_summary). Used to rank by sales only while it is exact: its
+-- research_upkeep row ('sales') records the capture time and the stock history's last ids it
+-- was computed from; any newer row means the ranking is computed live instead.
+CREATE TABLE research_sales_summary (
+    product_id  bigint PRIMARY KEY,
+    units_7d    bigint NOT NULL,
+    units_30d   bigint NOT NULL,
+    first_seen  timestamptz NOT NULL
+);
+
 -- Finding new embeddings since the watermark without scanning the table.
 CREATE INDEX IF NOT EXISTS product_embeddings_processed_idx
     ON product_embeddings (processed_at);

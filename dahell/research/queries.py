@@ -188,15 +188,25 @@ _ORDER = {
 }
 
 
-def _rank_sql(filters: ResearchFilters) -> tuple[str, list[Any]]:
-    """The statement that filters, orders and pages every product; $1 is the window end."""
+def _rank_sql(filters: ResearchFilters, summary: bool = False) -> tuple[str, list[Any]]:
+    """The statement that filters, orders and pages every product; $1 is the window end.
+
+    `summary`: read units and first captures from `research_sales_summary` (exact for the
+    newest capture) instead of computing them from the stock history.
+    """
     args: list[Any] = [None, None]  # $1 at, $2 ids (NULL: all) for SERIES_SQL
     ctes: list[str] = []
     # First captures cost a pass over the stock history: only `sales`, `new` and an explicit
     # `at` (products not yet seen then are left out) need them.
     firsts = filters.by in ("sales", "new") or filters.at is not None
     joins = ["LEFT JOIN firsts AS f ON f.product_id = p.product_id"] if firsts else []
-    if filters.by == "sales":
+    if summary and firsts:
+        head = "WITH none AS (SELECT 1)"
+        joins = [
+            "LEFT JOIN research_sales_summary AS s ON s.product_id = p.product_id",
+            "LEFT JOIN research_sales_summary AS f ON f.product_id = p.product_id",
+        ]
+    elif filters.by == "sales":
         head = SERIES_SQL + ", " + _FIRSTS
         joins.append("LEFT JOIN sums AS s ON s.product_id = p.product_id")
     elif firsts:
@@ -247,16 +257,19 @@ async def research_rows(
     conn: asyncpg.Connection | asyncpg.Pool, filters: ResearchFilters
 ) -> ResearchPage:
     """One page of products ranked by `filters.by`, as item objects, with the window end used."""
-    at = filters.at or await sales_mod.newest_capture(conn)
+    summary_at = None if filters.at else await sales_mod.summary_is_current(conn)
+    at = filters.at or summary_at or await sales_mod.newest_capture(conn)
     pending = await pending_embeddings(conn)
     if at is None:  # an empty database
         return ResearchPage(None, 0, [], pending, filters)
-    sql, args = _rank_sql(filters)
+    summary = summary_at is not None
+    sql, args = _rank_sql(filters, summary)
     args[0] = at
     rows = await conn.fetch(sql, *args)
     total = rows[0]["total"] if rows else 0
     if not rows and filters.offset:
-        count_sql, count_args = _rank_sql(ResearchFilters(**{**_fields(filters), "offset": 0}))
+        first_page = ResearchFilters(**{**_fields(filters), "offset": 0})
+        count_sql, count_args = _rank_sql(first_page, summary)
         count_args[0] = at
         first = await conn.fetch(count_sql, *count_args)
         total = first[0]["total"] if first else 0

@@ -43,7 +43,9 @@ __all__ = [
     "newest_capture",
     "per_day",
     "rank_rate",
+    "refresh_summary",
     "sales_for",
+    "summary_is_current",
     "units_sold",
 ]
 
@@ -119,6 +121,16 @@ LEFT JOIN firsts AS f USING (product_id)
 WHERE $2::bigint[] IS NULL OR p.product_id = ANY($2::bigint[])
 """
 )
+
+#: What the summary was computed from: the window end and the history's last row ids.
+SOURCE_SQL = """
+SELECT greatest((SELECT max(last_seen_at) FROM products),
+                (SELECT max(snapshot_at) FROM product_stock_log)) AS at_,
+       coalesce((SELECT max(id) FROM product_stock_log), 0)::text || ':'
+       || coalesce((SELECT max(id) FROM variation_stock_log), 0)::text AS ids
+"""
+
+SUMMARY_STATE_SQL = "SELECT watermark, value FROM research_upkeep WHERE name = 'sales'"
 
 NEWEST_CAPTURE_SQL = """
 SELECT greatest((SELECT max(last_seen_at) FROM products),
@@ -219,3 +231,51 @@ def per_day(units: int, days: float) -> float | None:
 def rank_rate(units: int, days: float) -> float:
     """The rate `top --by sales` ranks by: units over at least RANK_MIN_DAYS days."""
     return units / max(days, RANK_MIN_DAYS)
+
+
+# --- the summary the ranking reads while it is exact ---------------------------------------
+
+
+async def _source(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[datetime | None, str]:
+    row = await conn.fetchrow(SOURCE_SQL)
+    assert row is not None
+    return row["at_"], row["ids"]
+
+
+async def summary_is_current(conn: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
+    """The summary's window end when it matches the database exactly, else None."""
+    state = await conn.fetchrow(SUMMARY_STATE_SQL)
+    if state is None or state["watermark"] is None:
+        return None
+    at, ids = await _source(conn)
+    current = at is not None and state["watermark"] == at and state["value"] == ids
+    return at if current else None
+
+
+async def refresh_summary(pool: asyncpg.Pool) -> int | None:
+    """Recompute `research_sales_summary` if the history moved on; rows written, or None.
+
+    One statement over the 30-day windows of every product (the same SQL as `sales_for`), in
+    one transaction, so readers see the old summary or the new one, never half of each.
+    """
+    if await summary_is_current(pool):
+        return None
+    async with pool.acquire() as conn, conn.transaction():
+        at, ids = await _source(conn)
+        if at is None:
+            return None
+        await conn.execute("DELETE FROM research_sales_summary")
+        status = await conn.execute(
+            "INSERT INTO research_sales_summary (product_id, units_7d, units_30d, first_seen)"
+            " SELECT product_id, units_7d, units_30d, first_seen FROM (" + SALES_SQL + ") AS s",
+            at,
+            None,
+        )
+        await conn.execute(
+            "INSERT INTO research_upkeep (name, watermark, value) VALUES ('sales', $1, $2)"
+            " ON CONFLICT (name) DO UPDATE SET watermark = excluded.watermark,"
+            " value = excluded.value, updated_at = now()",
+            at,
+            ids,
+        )
+    return int(status.split()[-1])

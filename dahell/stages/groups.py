@@ -8,6 +8,9 @@ only repeats the round in flight. At start, groups built with another
 idle and looks again every `research.poll_interval_s` (every half second under
 `--exit-when-idle`, so the daemon does not exit while the vectorizer's last embeddings wait).
 
+It also refreshes the per-product sales summary that `top --by sales` ranks by
+(`research.sales.refresh_summary`) when the stock history moved on, at most once a minute.
+
 Outcomes counted: `placed`, `moved`, `removed`, `rebuilt` (products), `merged` and `split`
 (groups);
 /status also shows `groups`, `grouped_products`, `multi_supplier_groups`, `largest_group`.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import time
 
-from dahell.research import groups
+from dahell.research import groups, sales
 from dahell.research.queries import pending_embeddings
 from dahell.stages.base import Context
 
@@ -25,6 +28,8 @@ __all__ = ["GroupsStage"]
 
 #: How often the group counts shown in /status are refreshed while working.
 STATS_EVERY_S = 10.0
+#: Least time between two refreshes of the sales summary the ranking reads.
+SALES_REFRESH_S = 60.0
 #: Poll interval under `--exit-when-idle` (below the supervisor's idle settle time).
 IDLE_POLL_S = 0.5
 
@@ -46,12 +51,15 @@ class GroupsStage:
                 distance=cfg.same_item_distance,
                 seconds=round(rebuilt.seconds, 3),
             )
-        stats_at = 0.0
+        stats_at = refreshed_at = -SALES_REFRESH_S
         while not ctx.stopping.is_set():
             result = await self._round(ctx)
             if time.monotonic() - stats_at > STATS_EVERY_S or not result.work:
                 await self._stats(ctx)
                 stats_at = time.monotonic()
+            if time.monotonic() - refreshed_at >= SALES_REFRESH_S:
+                await self._refresh_sales(ctx)
+                refreshed_at = time.monotonic()
             if result.work:
                 continue
             ctx.set_idle(True)
@@ -82,6 +90,18 @@ class GroupsStage:
                 seconds=round(result.seconds, 3),
             )
         return result
+
+    async def _refresh_sales(self, ctx: Context) -> None:
+        started = time.monotonic()
+        async with ctx.working():
+            rows = await sales.refresh_summary(ctx.pool)
+        if rows is not None:
+            ctx.count("sales_refreshed")
+            ctx.log.info(
+                "sales_summary_refreshed",
+                products=rows,
+                seconds=round(time.monotonic() - started, 3),
+            )
 
     async def _stats(self, ctx: Context) -> None:
         stats = await groups.group_stats(ctx.pool)

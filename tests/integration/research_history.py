@@ -132,8 +132,13 @@ async def load_history(pool: asyncpg.Pool, config: Config, folder: Path, files: 
         lines = [line for day in sorted(chunk) for line in capture_lines(day)]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.utime(path, (1_700_000_000, 1_700_000_000))
-        report = await Loader(pool, lambda: config, structlog.get_logger()).load_path(path)
-        assert report is not None
+        await load_file(pool, config, path)
+
+
+async def load_file(pool: asyncpg.Pool, config: Config, path: Path) -> None:
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    report = await Loader(pool, lambda: config, structlog.get_logger()).load_path(path)
+    assert report is not None
 
 
 def unit(*parts: tuple[int, float]) -> np.ndarray:

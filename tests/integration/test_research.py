@@ -16,7 +16,7 @@ import pytest
 from dahell.config import Config
 from dahell.research import groups
 from dahell.research.queries import ResearchFilters, product_detail, research_rows
-from dahell.research.sales import newest_capture, sales_for
+from dahell.research.sales import newest_capture, refresh_summary, sales_for, summary_is_current
 from tests.integration import research_history as h
 
 
@@ -224,3 +224,23 @@ async def test_product_detail_has_stock_per_warehouse_and_prices(history: asyncp
 async def test_an_empty_database_answers_empty(pool: asyncpg.Pool) -> None:
     page = await research_rows(pool, ResearchFilters())
     assert (page.total, page.items, page.at) == (0, [], None)
+
+
+@pytest.mark.parametrize("by", ["sales", "new"])
+async def test_the_sales_summary_ranks_like_the_live_query(
+    history: asyncpg.Pool, config: Config, tmp_path: Path, by: str
+) -> None:
+    live = await research_rows(history, ResearchFilters(by=by, limit=500))
+    assert await summary_is_current(history) is None
+    assert await refresh_summary(history) == 15
+    assert await summary_is_current(history) == h.AT
+    assert await refresh_summary(history) is None  # nothing moved on
+    summarised = await research_rows(history, ResearchFilters(by=by, limit=500))
+    assert summarised.items == live.items
+    # A new capture: 103 sells 15 more. The summary is stale, so the ranking is live again.
+    line = h.legacy_line(h._simple(103, 5), (h.AT + timedelta(hours=1)).isoformat()[:19])
+    (tmp_path / "late.jsonl").write_text(line + "\n", encoding="utf-8")
+    await h.load_file(history, config, tmp_path / "late.jsonl")
+    assert await summary_is_current(history) is None
+    after = await research_rows(history, ResearchFilters(by="sales", limit=2))
+    assert after.items[1]["product_id"] == 103 and after.items[1]["units_30d"] == 25
