@@ -190,7 +190,9 @@ async def wait_for_reload(page: Any, before: list[int]) -> None:
 
 
 async def check_research_page(page: Any, daemon: Daemon, tmp_path: Path) -> None:
-    await page.goto(f"{daemon.base}/research?token={TOKEN}")
+    await page.goto(f"{daemon.base}/?token={TOKEN}")  # the status page links to research
+    await page.locator("#research-link").click()
+    await page.wait_for_url("**/research")
     assert "token" not in page.url
     await page.wait_for_selector("#rows tr[data-product-id]")
     assert await page.locator("html").get_attribute("lang") == "es-CO"
