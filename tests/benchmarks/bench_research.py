@@ -7,7 +7,9 @@ a product-specific rate, some restock, a few vanish), prices, categories, and N 
 Then, in one run:
 
 - the research query (`research_rows`, limit 50) for each sort key, `--repeats` times each:
-  p50 / p95 latency (goal: p95 < 200 ms), plus one filtered query (city + min margin);
+  p50 / p95 latency (goal: p95 < 200 ms), plus one filtered query (city + min margin); once
+  computed live from the stock history, once ranked from the sales summary the groups stage
+  keeps (and how long refreshing that summary takes);
 - group upkeep: `recompute_all` on N - 1,000 embeddings, then 1,000 new embeddings placed by
   `upkeep_round` (incremental), then `recompute_all` on all N again (the baseline), with the
   ratio full / incremental, and a check that both give the same groups.
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from dahell import db  # noqa: E402
-from dahell.research import groups  # noqa: E402
+from dahell.research import groups, sales  # noqa: E402
 from dahell.research.queries import ResearchFilters, research_rows  # noqa: E402
 
 DISTANCE = 0.06
@@ -163,10 +165,17 @@ async def resize(pool: asyncpg.Pool, dims: int) -> None:
     )
 
 
-async def bench_queries(pool: asyncpg.Pool, repeats: int) -> None:
+async def bench_queries(pool: asyncpg.Pool, repeats: int, summary: bool) -> None:
     cases = [ResearchFilters(by=by) for by in ("sales", "margin", "suppliers", "new")]
     cases.append(ResearchFilters(by="sales", city="Cali", min_margin=30))
-    print(f"\nresearch query, limit 50, {repeats} runs each (ms):")
+    await pool.execute("DELETE FROM research_upkeep WHERE name = 'sales'")
+    if summary:
+        started = time.perf_counter()
+        rows = await sales.refresh_summary(pool)
+        print(f"\nsales summary refreshed: {rows} products in"
+              f" {time.perf_counter() - started:.2f} s")  # fmt: skip
+    how = "from the sales summary" if summary else "live from the stock history"
+    print(f"\nresearch query ({how}), limit 50, {repeats} runs each (ms):")
     print(f"{'case':<28}{'p50':>8}{'p95':>8}{'max':>8}")
     for filters in cases:
         await research_rows(pool, filters)  # warm
@@ -227,6 +236,7 @@ async def main() -> None:
     parser.add_argument("--captures", type=int, default=14)
     parser.add_argument("--dims", type=int, default=1152)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--skip-groups", action="store_true", help="only the research queries")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="dahell-bench-research-"))
     server = await asyncio.to_thread(db.start_embedded, folder)
@@ -236,8 +246,10 @@ async def main() -> None:
                                          init=db._init_connection)  # fmt: skip
         await resize(pool, args.dims)
         vecs = await fill(pool, args.products, args.captures, args.dims)
-        await bench_groups(pool, vecs, args.dims)
-        await bench_queries(pool, args.repeats)
+        if not args.skip_groups:
+            await bench_groups(pool, vecs, args.dims)
+        await bench_queries(pool, args.repeats, summary=False)
+        await bench_queries(pool, args.repeats, summary=True)
         await pool.close()
     finally:
         await asyncio.to_thread(server.stop)
