@@ -252,3 +252,22 @@ async def test_shuffled_captures_give_the_same_tables_at_every_batch_size(
     for size, tables in snapshots.items():
         for table in TABLES:
             assert tables[table] == snapshots[1][table], (size, table)
+
+
+async def test_inside_a_batch_a_warehouse_takes_its_newest_sighting(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    sightings = [
+        (1, 9, "Bodega nueva", "Cali"),
+        (2, 8, "Bodega vieja", "Bogotá"),
+        (3, 10, None, None),  # the newest says nothing of its name: the name stays
+        (4, 7, "Bodega antigua", "Pasto"),
+    ]
+    lines = [
+        legacy_line(product(pid, warehouse_product=warehouse_product(pid, 3333, n, c, 1)), at(h))
+        for pid, h, n, c in sightings
+    ]
+    await load(pool, make_config(pg_dsn), write(tmp_path / "a.jsonl", lines))
+    row = await pool.fetchrow("SELECT * FROM warehouses WHERE warehouse_id = 3333")
+    assert (row["name"], row["city"]) == ("Bodega nueva", "Cali")
+    assert (row["first_seen_at"].hour, row["last_seen_at"].hour) == (7, 10)
