@@ -168,7 +168,8 @@ async def run_demo(config: Config, *, products: int, wait: bool, days: int = DEF
             await _research(console, supervisor)
             console.print(
                 f"\nInvestigación (research page): http://{cfg.http.listen}/research"
-                f"  ·  `python -m dahell top` with DAHELL_PATHS__DATA_DIR={cfg.paths.data_dir}"
+                f"\nThe same ranking later: DAHELL_PATHS__DATA_DIR={cfg.paths.data_dir}"
+                " python -m dahell top"
                 f"\nDemo time: {time.monotonic() - started:.1f} s"
             )
             if wait and not running.done():
