@@ -74,9 +74,15 @@ async def test_a_full_pass_loads_exactly_the_catalog_and_embeds_it(
         jobs = dict(await conn.fetch("SELECT state, count(*) FROM embedding_jobs GROUP BY 1"))
         embedded = await conn.fetchval("SELECT count(*) FROM product_embeddings")
         rejected = await conn.fetchval("SELECT count(*) FROM rejects")
+        grouped = await conn.fetchval(
+            "SELECT count(*) FROM research_groups AS g"
+            " JOIN product_embeddings AS e ON e.product_id = g.product_id"
+            " AND e.processed_at = g.embedded_at"
+        )
     finally:
         await conn.close()
     assert loaded == catalog_ids
     assert rejected == 0
     assert set(jobs) <= {"done", "failed"} and jobs.get("done", 0) == embedded
     assert embedded >= len(catalog_ids) * 0.9  # a few simulator images are broken on purpose
+    assert grouped == embedded  # the groups stage placed every embedding before the exit
