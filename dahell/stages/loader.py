@@ -5,9 +5,13 @@ Usable two ways: `Loader.load_path()` imports a file (`python -m dahell load`), 
 scraper's `JournalBatch` messages.
 
 Exactly once: a file's byte offset (and a fingerprint of its head) is committed in the same
-transaction as the rows its lines produced, under an advisory lock; the next load resumes there.
+transaction as the rows its lines produced, under an advisory lock; the next load resumes there
+(where it may resume, and which files are replaced or finished: `dahell.sources`).
 One bad line never costs its neighbours: parse failures are rejected one by one, and a batch the
-database refuses is split until the refused rows are isolated (`db_error:<sqlstate>`).
+database refuses is split until the refused rows are isolated (`db_error:<sqlstate>`). Only a
+line's own content rejects it: any other error (memory, disk, connection) leaves the batch
+uncommitted, to be tried again. Counts: each physical line ends once, loaded or rejected; the
+products it held are counted apart (`LoadStats`).
 """
 
 from __future__ import annotations
