@@ -25,7 +25,7 @@ Product = dict[str, Any]
 
 COUNTRY_PREFIX = "colombia/products"
 
-_NOUNS = [
+NOUNS = [
     "Audífonos",
     "Parlante",
     "Linterna",
@@ -261,7 +261,7 @@ def _warehouse(rng: random.Random, index: int, suppliers: list[dict[str, Any]]) 
 
 
 def _new_kind(rng: random.Random) -> tuple[str, str]:
-    return rng.choice(_NOUNS), rng.choice(_QUALIFIERS)
+    return rng.choice(NOUNS), rng.choice(_QUALIFIERS)
 
 
 _PREFIXES = ["", "", "", "Nuevo ", "Kit ", "Original ", "Set "]

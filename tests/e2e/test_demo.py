@@ -17,12 +17,19 @@ from pathlib import Path
 import orjson
 import pytest
 
+from dahell.simulator.catalog import NOUNS
 from tests.e2e.conftest import free_port, stop_postmaster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 DAYS = 5
+
+
+def nouns(title: str) -> set[str]:
+    """The simulator's item nouns in a title (what the item is, whatever the listing says)."""
+    words = set(title.casefold().split())
+    return {noun for noun in NOUNS if noun.casefold() in words}
 
 
 def number(text: str) -> float:
@@ -62,6 +69,12 @@ async def test_demo_ends_with_best_sellers_and_one_items_offers(embedded_data_di
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-4000:]
     assert f"day {DAYS}/{DAYS}" in text and "Done:" in text, text[-4000:]
+
+    # The look-alike example pairs the same kind of item (issue 13: not a plancha with a gorra).
+    example = text[text.index("Look-alikes of ") :]
+    picked = example.split(":", 1)[1].split(" — ", 1)[0]
+    first = next(line for line in example.splitlines() if re.match(r"^│ 1 │", line))
+    assert nouns(picked) and nouns(picked) == nouns(first.split("│")[4]), (picked, first)
 
     best = text[text.index("Más vendidos") :]
     rows = [line for line in best.splitlines() if re.match(r"^│\s+\d+ │", line)]
