@@ -215,6 +215,7 @@ window.Dahell = (() => {
   const int = new Intl.NumberFormat(locale, { maximumFractionDigits: 0 });
   const dec1 = new Intl.NumberFormat(locale, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   const count = new Intl.NumberFormat(locale, { maximumFractionDigits: 0 });
+  const upTo1 = new Intl.NumberFormat(locale, { maximumFractionDigits: 1 });
   const dist = new Intl.NumberFormat(locale, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
   const dateFmt = new Intl.DateTimeFormat(locale, { day: "numeric", month: "short", year: "numeric", timeZone: "America/Bogota" });
   const shortDate = new Intl.DateTimeFormat(locale, { day: "numeric", month: "short", timeZone: "America/Bogota" });
@@ -232,6 +233,7 @@ window.Dahell = (() => {
   const pct = (value) => (missing(value) ? "–" : dec1.format(Number(value)) + (lang === "es" ? " %" : "%"));
   const rate = (value) => (missing(value) ? "–" : dec1.format(Number(value)));
   const number = (value) => (missing(value) ? "–" : count.format(Number(value)));
+  const days = (value) => (missing(value) ? "–" : upTo1.format(Number(value)));
   const distance = (value) => (missing(value) ? "–" : dist.format(Number(value)));
   const date = (iso) => (iso ? dateFmt.format(new Date(iso)) : "–");
   const day = (iso) => (iso ? shortDate.format(new Date(iso)) : "–");
@@ -380,7 +382,7 @@ window.Dahell = (() => {
   takeTokenFromUrl();
 
   return {
-    lang, locale, t, money, pct, rate, number, distance, date, day, when, missing,
+    lang, locale, t, money, pct, rate, number, days, distance, date, day, when, missing,
     $, el, svg, photo, translatePage, api, ApiError, showError, csv, download,
   };
 })();

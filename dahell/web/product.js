@@ -57,7 +57,7 @@
     const margin = D.missing(p.margin)
       ? el("span", { class: "muted", text: t("no_price") })
       : el("span", { class: p.margin < 0 ? "neg" : "pos" }, D.money(p.margin), el("small", { text: " (" + D.pct(p.margin_pct) + ")" }));
-    const observed = t(Number(p.days_observed) === 1 ? "day_observed" : "days_observed", { n: D.number(p.days_observed || 0) });
+    const observed = t(Number(p.days_observed) === 1 ? "day_observed" : "days_observed", { n: D.days(p.days_observed || 0) });
     $("product").replaceChildren(
       el("figure", { class: "hero-photo" }, D.photo(p.image_url, p.title || "", "hero")),
       el(

@@ -163,7 +163,7 @@
 
   function observed(days) {
     const n = Number(days || 0);
-    return t(n === 1 ? "day_observed" : "days_observed", { n: D.number(n) });
+    return t(n === 1 ? "day_observed" : "days_observed", { n: D.days(n) });
   }
 
   function productLink(id) {
