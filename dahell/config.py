@@ -24,7 +24,9 @@ from dahell.errors import ConfigError
 ENV_PREFIX = "DAHELL_"
 CONFIG_ENV = "DAHELL_CONFIG"
 #: `DAHELL_` variables that are not configuration keys; any other one must name a key.
-OTHER_ENV = frozenset({CONFIG_ENV})
+#: DAHELL_CONTAINERS_CONF: the container tests' podman configuration (tests/container), which
+#: a shell that runs those tests exports and the daemons it starts inherit.
+OTHER_ENV = frozenset({CONFIG_ENV, "DAHELL_CONTAINERS_CONF"})
 DROPI_CDN = "https://d39ru7awumhhs2.cloudfront.net/"
 
 #: Keys whose values are secrets: never logged, never shown in /status.

@@ -109,6 +109,7 @@ def test_the_legitimate_dahell_variables_are_accepted(tmp_path: Path) -> None:
     secret.write_text("pw\n")
     env = {
         "DAHELL_CONFIG": "",
+        "DAHELL_CONTAINERS_CONF": "/etc/containers/dahell-tests.conf",
         "DAHELL_SCRAPER__PASSWORD_FILE": str(secret),
         "DAHELL_LOADER__BATCH_SIZE": "7",
         "NOT_DAHELL_ANYTHING": "x",
