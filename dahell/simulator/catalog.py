@@ -19,7 +19,10 @@ import copy
 import math
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 Product = dict[str, Any]
 
@@ -451,6 +454,7 @@ class Demand:
     price_chance: float  # chance per pass that its price moves
 
 
+@lru_cache(maxsize=1 << 17)
 def demand(seed: int, product_id: int) -> Demand:
     """The product's demand: most sell nothing on a given day, a few sell dozens."""
     rng = random.Random(f"demand:{seed}:{product_id}")
@@ -513,7 +517,7 @@ def _moved(rng: random.Random, product: Product, need: Demand, days: float) -> P
     price = _next_price(rng, product, need)
     if new_stock == [row["stock"] for row in rows] and price is None:
         return product
-    moved = copy.deepcopy(product)
+    moved: Product = orjson.loads(orjson.dumps(product))  # a deep copy, ten times faster
     for row, stock in zip(_stock_rows(moved), new_stock, strict=True):
         row["stock"] = stock
     for variation in moved.get("variations") or []:
