@@ -10,9 +10,11 @@ Rules (DESIGN.md invariant 4):
 - losing the database is not a crash: the stage waits (backoff) and retries without limit;
   only that: `db.is_unavailable` decides, any other error (a permission error, a statement
   timeout, an I/O error) is a crash like any other and counts toward `max_restarts`;
-- a full disk (ENOSPC, EDQUOT, PostgreSQL's 53100) is neither: the stage is retried with capped
-  backoff without limit (freeing space resumes it), but `/healthz` answers 503 naming the disk
-  (`disk_full`) until the restarted stage has done a unit of work or run `DISK_FULL_CLEAR_S`;
+- a full disk (ENOSPC, EDQUOT, PostgreSQL's 53100, or the embedded server unreachable while
+  its data disk has less than EMBEDDED_DISK_LOW_BYTES free) is neither: the stage is retried
+  with capped backoff without limit (freeing space resumes it), but `/healthz` answers 503
+  naming the disk (`disk_full`) until the restarted stage has done a unit of work or run
+  `DISK_FULL_CLEAR_S`;
 - SIGTERM/SIGINT: stop intake, let the stages drain, exit 0 within `shutdown_timeout_s`; a
   second signal exits at once. SIGHUP: reload the file, apply live settings, restart only the
   stages whose other settings changed, keep the old config if the new one is invalid.
@@ -51,6 +53,9 @@ IDLE_SETTLE_S = 1.5
 # A restarted stage that ran this long (or did a unit of work) after a full disk has room again.
 DISK_FULL_CLEAR_S = 30.0
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# The embedded server on a data disk with less free than this (a WAL segment and some) is
+# taken to be down for the full disk: it PANICs when it cannot write its WAL.
+EMBEDDED_DISK_LOW_BYTES = 32 * 1024 * 1024
 # Stage names whose settings live in the config section of the same name.
 QUEUED_STAGES = ("loader", "vectorizer")
 
@@ -237,6 +242,9 @@ class Supervisor:
         if isinstance(exc, StageParked):
             return await self._park(rt, exc)
         if db.is_unavailable(exc):
+            low = self._embedded_disk_low()
+            if low is not None:
+                return await self._wait_for_disk(rt, low)
             return await self._wait_for_dependency(rt, exc)
         full = disk_full(exc)
         if full is not None:
@@ -364,6 +372,15 @@ class Supervisor:
             backoff_s=round(delay, 2),
         )
         return await self._sleep_then(rt, delay)
+
+    def _embedded_disk_low(self) -> str | None:
+        """Why the embedded server is unreachable, when its data disk is (nearly) full."""
+        if self.config.database.dsn:
+            return None  # an external server's disk is not ours to see
+        free = free_bytes(self.config.data_dir)
+        if free is None or free >= EMBEDDED_DISK_LOW_BYTES:
+            return None
+        return f"PostgreSQL unreachable with {free} bytes free: {self.config.data_dir}"
 
     def _check_disk(self, rt: StageRuntime) -> None:
         """Clear a stage's `disk_full` once its restart did a unit of work or ran a while."""
@@ -602,6 +619,15 @@ def task_stack(task: asyncio.Task[Any]) -> str:
         )
     lines = traceback.StackSummary.extract(frames).format()
     return f"Stack for task {task.get_name()} (most recent call last):\n" + "".join(lines)
+
+
+def free_bytes(path: os.PathLike[str] | str) -> int | None:
+    """Bytes free to an unprivileged writer on `path`'s filesystem (None: cannot tell)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
 
 
 def disk_full(exc: BaseException) -> str | None:

@@ -21,6 +21,7 @@ import pytest
 import structlog
 
 from dahell import config as config_mod
+from dahell import supervisor as supervisor_mod
 from dahell.errors import DatabaseUnavailable
 from dahell.http import StatusServer
 from dahell.stages.base import Context, StageState
@@ -468,3 +469,33 @@ async def _error_from(coro: Any) -> BaseException:
     except BaseException as exc:
         return exc
     raise AssertionError("no error")
+
+
+async def test_a_lost_embedded_database_on_a_full_disk_is_a_full_disk(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The embedded server PANICs when it cannot write its WAL: the stages only see it gone.
+    free = {"bytes": 4096}
+    monkeypatch.setattr(supervisor_mod, "free_bytes", lambda path: free["bytes"])
+    config = make_config(SUPERVISOR__MAX_RESTARTS="1", **FAST)  # no dsn: the embedded server
+    lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+    stage = FailingStage([lost] * 4)
+    supervisor = Supervisor(config, [stage], pool)
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: stage.runs >= 2, what="a retry")
+        healthy, reasons = supervisor.healthy()
+        assert not healthy and "disk_full" in reasons[0]
+        assert str(config.data_dir) in reasons[0]
+        free["bytes"] = 10 << 30  # space freed: the next losses are the database's own
+        await asyncio.wait_for(stage.working.wait(), timeout=10)
+        await until(lambda: supervisor.healthy()[0], what="healthy again")
+    finally:
+        supervisor.request_stop(0, "test over")
+        await asyncio.wait_for(running, timeout=15)
+    assert events(logs, "disk_full", stage="loader")
+    assert not events(logs, "stage_failed")
