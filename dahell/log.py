@@ -177,6 +177,7 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
 def set_level(level: str) -> None:
     """Change the level of a configured logger (SIGHUP)."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)))
+    logging.getLogger().setLevel(max(LIBRARY_LEVEL, _level_number(level)))
 
 
 def _level_number(level: str) -> int:

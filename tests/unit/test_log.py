@@ -126,3 +126,13 @@ def test_every_line_a_process_writes_is_one_redacted_json_object() -> None:
     assert any(e.get("logger") == "asyncio" for e in events)
     assert any(e.get("logger") == "py.warnings" for e in events)
     assert "sekrit-value-42" not in done.stdout + done.stderr
+
+
+def test_a_new_level_applies_to_library_records_too() -> None:
+    stream = io.StringIO()
+    log.configure("info", "json", stream=stream)
+    log.set_level("error")  # SIGHUP
+    logging.getLogger("aiohttp.client").warning("not shown at error")
+    structlog.get_logger().warning("neither is this")
+    logging.getLogger("aiohttp.client").error("shown")
+    assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["shown"]
