@@ -42,7 +42,11 @@ class _StageCollector(Collector):
             "Stage restarts (crash, stall, lost database)",
             labels=["stage"],
         )
+        disk = GaugeMetricFamily(
+            "dahell_stage_disk_full", "1 while the stage retries on a full disk", labels=["stage"]
+        )
         for name, rt in sup.runtimes.items():
+            disk.add_metric([name], 1.0 if rt.disk_full else 0.0)
             for (outcome, reason), n in rt.ctx.counters.items():
                 units.add_metric([name, outcome, reason], n)
             for state in StageState:
@@ -53,7 +57,7 @@ class _StageCollector(Collector):
             depth.add_metric([name], queue.qsize())
         up = GaugeMetricFamily("dahell_up", "1 while every stage is healthy")
         up.add_metric([], 1.0 if sup.healthy()[0] else 0.0)
-        yield from (units, states, restarts, depth, up)
+        yield from (units, states, restarts, disk, depth, up)
 
 
 class Metrics:

@@ -446,6 +446,10 @@ async def test_a_full_disk_is_unhealthy_and_named_retried_and_resumes_when_space
         _, full = await get_json(f"http://127.0.0.1:{port}/status")
         assert full["stages"]["loader"]["reason"] == "disk_full"
         assert ("loader", "backoff", "disk_full") in changes  # what the alert is sent from
+        metrics = await get_text(f"http://127.0.0.1:{port}/metrics")
+        assert 'dahell_stage_disk_full{stage="loader"} 1.0' in metrics
+        assert 'dahell_stage_disk_full{stage="vectorizer"} 0.0' in metrics
+        assert "dahell_up 0.0" in metrics
 
         stage.full = False  # space freed: it resumes by itself
         await until(lambda: supervisor.healthy()[0], what="healthy again")
@@ -461,6 +465,14 @@ async def test_a_full_disk_is_unhealthy_and_named_retried_and_resumes_when_space
     assert not events(logs, "stage_failed")
     assert events(logs, "stage_restarted", reason="disk_full")
     assert len(events(logs, "disk_full", stage="loader")) == 1  # one error line, not one a retry
+
+
+async def get_text(url: str) -> str:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        session.get(url) as resp,
+    ):
+        return await resp.text()
 
 
 async def _error_from(coro: Any) -> BaseException:
