@@ -15,7 +15,7 @@ cat <<'NEXT'
 
 Next:
   ./test.sh                                   run every test (adds the export extra: torch CPU)
-  .venv/bin/python -m dahell top              best sellers in what the demo loaded (--json, --csv)
+  DAHELL_PATHS__DATA_DIR=data/demo .venv/bin/python -m dahell top   the demo's best sellers (--json, --csv)
   .venv/bin/python -m dahell --help           every command
   DAHELL_SCRAPER__EMAIL=... DAHELL_SCRAPER__PASSWORD=... .venv/bin/python -m dahell run
 NEXT
