@@ -257,7 +257,7 @@ async def research_rows(
     conn: asyncpg.Connection | asyncpg.Pool, filters: ResearchFilters
 ) -> ResearchPage:
     """One page of products ranked by `filters.by`, as item objects, with the window end used."""
-    summary_at = None if filters.at else await sales_mod.summary_is_current(conn)
+    summary_at = None if filters.at else await sales_mod.usable_summary(conn)
     at = filters.at or summary_at or await sales_mod.newest_capture(conn)
     pending = await pending_embeddings(conn)
     if at is None:  # an empty database

@@ -47,6 +47,7 @@ __all__ = [
     "sales_for",
     "summary_is_current",
     "units_sold",
+    "usable_summary",
 ]
 
 #: The windows, in days.
@@ -130,7 +131,14 @@ SELECT greatest((SELECT max(last_seen_at) FROM products),
        || coalesce((SELECT max(id) FROM variation_stock_log), 0)::text AS ids
 """
 
-SUMMARY_STATE_SQL = "SELECT watermark, value FROM research_upkeep WHERE name = 'sales'"
+SUMMARY_STATE_SQL = """
+SELECT watermark, value, updated_at > now() - make_interval(secs => $1) AS recent
+FROM research_upkeep WHERE name = 'sales'
+"""
+
+#: A summary refreshed this recently is used even if captures arrived since (its window end is
+#: then the answer's `at`): the groups stage refreshes it every minute while captures arrive.
+SUMMARY_MAX_AGE_S = 180.0
 
 NEWEST_CAPTURE_SQL = """
 SELECT greatest((SELECT max(last_seen_at) FROM products),
@@ -244,12 +252,24 @@ async def _source(conn: asyncpg.Connection | asyncpg.Pool) -> tuple[datetime | N
 
 async def summary_is_current(conn: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
     """The summary's window end when it matches the database exactly, else None."""
-    state = await conn.fetchrow(SUMMARY_STATE_SQL)
+    state = await conn.fetchrow(SUMMARY_STATE_SQL, SUMMARY_MAX_AGE_S)
     if state is None or state["watermark"] is None:
         return None
     at, ids = await _source(conn)
     current = at is not None and state["watermark"] == at and state["value"] == ids
     return at if current else None
+
+
+async def usable_summary(conn: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
+    """The window end to rank from the summary with: exact, or refreshed within
+    SUMMARY_MAX_AGE_S (captures may have arrived since; the answer is then as of its `at`)."""
+    state = await conn.fetchrow(SUMMARY_STATE_SQL, SUMMARY_MAX_AGE_S)
+    if state is None or state["watermark"] is None:
+        return None
+    if state["recent"]:
+        value: datetime = state["watermark"]
+        return value
+    return await summary_is_current(conn)
 
 
 async def refresh_summary(pool: asyncpg.Pool) -> int | None:

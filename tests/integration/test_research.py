@@ -242,5 +242,16 @@ async def test_the_sales_summary_ranks_like_the_live_query(
     (tmp_path / "late.jsonl").write_text(line + "\n", encoding="utf-8")
     await h.load_file(history, config, tmp_path / "late.jsonl")
     assert await summary_is_current(history) is None
+    recent = await research_rows(history, ResearchFilters(by=by, limit=500))
+    # Refreshed a moment ago: still used, the answer as of its capture (stock is current).
+    assert recent.at == h.AT
+    assert [(i["product_id"], i["units_30d"]) for i in recent.items] == [
+        (i["product_id"], i["units_30d"]) for i in live.items
+    ]
+    # Refreshed too long ago: the ranking is computed live, up to the newest capture.
+    await history.execute(
+        "UPDATE research_upkeep SET updated_at = now() - interval '1 hour' WHERE name = 'sales'"
+    )
     after = await research_rows(history, ResearchFilters(by="sales", limit=2))
+    assert after.at == h.AT + timedelta(hours=1)
     assert after.items[1]["product_id"] == 103 and after.items[1]["units_30d"] == 25
