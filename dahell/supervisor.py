@@ -27,6 +27,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import signal
 import time
 import traceback
@@ -53,6 +54,7 @@ IDLE_SETTLE_S = 1.5
 # A restarted stage that ran this long (or did a unit of work) after a full disk has room again.
 DISK_FULL_CLEAR_S = 30.0
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_TEXT = re.compile(r"\bENOSPC\b|no space left on device", re.I)
 # The embedded server on a data disk with less free than this (a WAL segment and some) is
 # taken to be down for the full disk: it PANICs when it cannot write its WAL.
 EMBEDDED_DISK_LOW_BYTES = 32 * 1024 * 1024
@@ -621,6 +623,10 @@ def task_stack(task: asyncio.Task[Any]) -> str:
     return f"Stack for task {task.get_name()} (most recent call last):\n" + "".join(lines)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+
+
 def free_bytes(path: os.PathLike[str] | str) -> int | None:
     """Bytes free to an unprivileged writer on `path`'s filesystem (None: cannot tell)."""
     try:
@@ -640,7 +646,9 @@ def disk_full(exc: BaseException) -> str | None:
             where = f": {seen.filename}" if seen.filename else ""
             return f"{seen.strerror or errno.errorcode[seen.errno]}{where}"
         if isinstance(seen, asyncpg.exceptions.DiskFullError):
-            return f"PostgreSQL: {seen}"
+            return f"PostgreSQL: {_first_line(seen)}"
+        if DISK_FULL_TEXT.search(str(seen)):  # Playwright's Node side: text, no errno
+            return _first_line(seen)
         seen = seen.__cause__ or seen.__context__
     return None
 
