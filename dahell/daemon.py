@@ -10,7 +10,7 @@ import structlog
 from dahell import __version__, db
 from dahell.alerts import AlertSender
 from dahell.config import Config
-from dahell.errors import DatabaseUnavailable
+from dahell.errors import DatabaseUnavailable, MigrationError
 from dahell.stages.base import Stage
 from dahell.supervisor import Supervisor
 
@@ -36,7 +36,8 @@ async def run_daemon(
     try:
         database = await db.connect(config)
     except DatabaseUnavailable as exc:
-        log.error("database_unavailable", error=str(exc))
+        event = "migration_failed" if isinstance(exc, MigrationError) else "database_unavailable"
+        log.error(event, error=str(exc))
         return EXIT_DATABASE
     supervisor = Supervisor(
         config, stages, database.pool, config_path=config_path, exit_when_idle=exit_when_idle

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog.testing
 
 from dahell import db
+from dahell.daemon import EXIT_DATABASE, run_daemon
 from dahell.errors import DatabaseUnavailable, MigrationError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,3 +88,19 @@ def test_the_wheel_ships_every_migration_and_finds_them(tmp_path: Path) -> None:
         timeout=60,
     ).stdout.split()
     assert found == [str(tmp_path / "site" / "dahell" / "sql"), str(len(sources))]
+
+
+async def test_the_daemon_stops_at_start_up_naming_the_changed_file(
+    pg_dsn: str,
+    make_config,  # type: ignore[no-untyped-def]
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("UPDATE dahell_migrations SET checksum = 'edited' WHERE version = 2")
+    finally:
+        await conn.close()
+    with structlog.testing.capture_logs() as logs:
+        code = await run_daemon(make_config(pg_dsn), [])
+    assert code == EXIT_DATABASE
+    (failed,) = [e for e in logs if e["event"] == "migration_failed"]
+    assert "002_vectorizer.sql" in failed["error"]
