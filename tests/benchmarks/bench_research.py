@@ -45,7 +45,11 @@ START = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
 def catalog(n: int, captures: int, rng: random.Random) -> dict[str, list[tuple[object, ...]]]:
     """Rows for every table, as COPY records."""
-    products, stock_log, stock_now, prices, cats = [], [], [], [], []
+    products: list[tuple[object, ...]] = []
+    stock_log: list[tuple[object, ...]] = []
+    stock_now: list[tuple[object, ...]] = []
+    prices: list[tuple[object, ...]] = []
+    cats: list[tuple[object, ...]] = []
     for pid in range(1, n + 1):
         first = 0 if rng.random() < 0.9 else rng.randrange(captures)
         last = captures - 1 if rng.random() < 0.97 else rng.randrange(first, captures)
@@ -83,7 +87,8 @@ def vectors(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
             noise = rng.standard_normal(dims).astype(np.float32)
             out[j] = center + 0.2 * noise / np.linalg.norm(noise)
         i += size
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
+    normed: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+    return normed
 
 
 async def fill(pool: asyncpg.Pool, n: int, captures: int, dims: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from dahell.config import Config
 from dahell.research import groups
 from dahell.research.queries import ResearchFilters, product_detail, research_rows
 from dahell.research.sales import newest_capture, refresh_summary, sales_for, summary_is_current
+from tests.factories import legacy_line
 from tests.integration import research_history as h
 
 
@@ -238,7 +239,7 @@ async def test_the_sales_summary_ranks_like_the_live_query(
     summarised = await research_rows(history, ResearchFilters(by=by, limit=500))
     assert summarised.items == live.items
     # A new capture: 103 sells 15 more. The summary is stale, so the ranking is live again.
-    line = h.legacy_line(h._simple(103, 5), (h.AT + timedelta(hours=1)).isoformat()[:19])
+    line = legacy_line(h._simple(103, 5), (h.AT + timedelta(hours=1)).isoformat()[:19])
     (tmp_path / "late.jsonl").write_text(line + "\n", encoding="utf-8")
     await h.load_file(history, config, tmp_path / "late.jsonl")
     assert await summary_is_current(history) is None
