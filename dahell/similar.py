@@ -149,7 +149,10 @@ async def find_similar(pool: asyncpg.Pool, product_id: int, k: int) -> SimilarRe
         if row is None:
             raise ProductNotFound(product_id)
         if row["embedding_visual"] is None:
-            raise NoEmbedding(product_id, row["state"], row["reason"], _why_missing(row))
+            why = _why_missing(row)
+            if row["state"] in ("pending", "claimed"):
+                why += f"; {await pending_count(conn):,} product(s) wait for one in all"
+            raise NoEmbedding(product_id, row["state"], row["reason"], why)
         async with conn.transaction():
             # The index returns at most ef_search rows; ask for enough to drop the product itself.
             await conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(2 * k + 1, 1000))}")

@@ -167,3 +167,8 @@ async def test_the_answer_names_how_many_products_still_wait_for_an_embedding(
     assert result.waiting == 2  # 40 pending, 42 retrying; 41 failed for good is not waiting
     assert to_json(result)["waiting"] == 2
     assert "2 products still wait for an embedding" in render_table(result)
+
+
+async def test_a_product_still_waiting_says_how_many_wait(catalog: asyncpg.Pool) -> None:
+    with pytest.raises(NoEmbedding, match=r"1 product\(s\) wait for one in all"):
+        await find_similar(catalog, 40, 3)
