@@ -132,7 +132,10 @@ def test_a_new_level_applies_to_library_records_too() -> None:
     stream = io.StringIO()
     log.configure("info", "json", stream=stream)
     log.set_level("error")  # SIGHUP
-    logging.getLogger("aiohttp.client").warning("not shown at error")
-    structlog.get_logger().warning("neither is this")
-    logging.getLogger("aiohttp.client").error("shown")
+    try:
+        logging.getLogger("aiohttp.client").warning("not shown at error")
+        structlog.get_logger().warning("neither is this")
+        logging.getLogger("aiohttp.client").error("shown")
+    finally:
+        log.set_level("debug")  # other tests capture warnings
     assert [json.loads(x)["event"] for x in stream.getvalue().splitlines()] == ["shown"]
