@@ -33,7 +33,7 @@ import asyncpg
 from dahell.embedding_backlog import pending_count
 from dahell.errors import DahellError
 from dahell.research import sales as sales_mod
-from dahell.research.sales import SERIES_SQL, Sales, sales_for
+from dahell.research.sales import SERIES_SQL, Sales, fetch_planned, sales_for
 
 __all__ = [
     "MAX_LIMIT",
@@ -265,13 +265,13 @@ async def research_rows(
     summary = summary_at is not None
     sql, args = _rank_sql(filters, summary)
     args[0] = at
-    rows = await conn.fetch(sql, *args)
+    rows = await fetch_planned(conn, sql, *args)
     total = rows[0]["total"] if rows else 0
     if not rows and filters.offset:
         first_page = ResearchFilters(**{**_fields(filters), "offset": 0})
         count_sql, count_args = _rank_sql(first_page, summary)
         count_args[0] = at
-        first = await conn.fetch(count_sql, *count_args)
+        first = await fetch_planned(conn, count_sql, *count_args)
         total = first[0]["total"] if first else 0
     items = await items_for(conn, [r["product_id"] for r in rows], at)
     return ResearchPage(at, total, items, pending, filters)
