@@ -280,15 +280,23 @@ async def summary_is_current(conn: asyncpg.Connection | asyncpg.Pool) -> datetim
 
 
 async def usable_summary(conn: asyncpg.Connection | asyncpg.Pool) -> datetime | None:
-    """The window end to rank from the summary with: exact, or refreshed within
-    SUMMARY_MAX_AGE_S (captures may have arrived since; the answer is then as of its `at`)."""
+    """The window end to rank from the summary with, or None (rank live).
+
+    Usable when exact, or when refreshed within SUMMARY_MAX_AGE_S and its window end is at most
+    that far behind the newest capture (a pass in progress: the answer is then as of its `at`).
+    A summary days behind (a backfill, or the demo's simulated days) is never used.
+    """
     state = await conn.fetchrow(SUMMARY_STATE_SQL, SUMMARY_MAX_AGE_S)
     if state is None or state["watermark"] is None:
         return None
-    if state["recent"]:
-        value: datetime = state["watermark"]
-        return value
-    return await summary_is_current(conn)
+    summary_at: datetime = state["watermark"]
+    at, ids = await _source(conn)
+    if at is None:
+        return None
+    if summary_at == at and state["value"] == ids:
+        return summary_at
+    behind = (at - summary_at).total_seconds()
+    return summary_at if state["recent"] and 0 <= behind <= SUMMARY_MAX_AGE_S else None
 
 
 async def refresh_summary(pool: asyncpg.Pool) -> int | None:

@@ -239,7 +239,7 @@ async def test_the_sales_summary_ranks_like_the_live_query(
     summarised = await research_rows(history, ResearchFilters(by=by, limit=500))
     assert summarised.items == live.items
     # A new capture: 103 sells 15 more. The summary is stale, so the ranking is live again.
-    line = legacy_line(h._simple(103, 5), (h.AT + timedelta(hours=1)).isoformat()[:19])
+    line = legacy_line(h._simple(103, 5), (h.AT + timedelta(minutes=2)).isoformat()[:19])
     (tmp_path / "late.jsonl").write_text(line + "\n", encoding="utf-8")
     await h.load_file(history, config, tmp_path / "late.jsonl")
     assert await summary_is_current(history) is None
@@ -254,5 +254,17 @@ async def test_the_sales_summary_ranks_like_the_live_query(
         "UPDATE research_upkeep SET updated_at = now() - interval '1 hour' WHERE name = 'sales'"
     )
     after = await research_rows(history, ResearchFilters(by="sales", limit=2))
-    assert after.at == h.AT + timedelta(hours=1)
+    assert after.at == h.AT + timedelta(minutes=2)
     assert after.items[1]["product_id"] == 103 and after.items[1]["units_30d"] == 25
+
+
+async def test_a_summary_far_behind_the_newest_capture_is_not_used(
+    history: asyncpg.Pool, config: Config, tmp_path: Path
+) -> None:
+    await refresh_summary(history)
+    line = legacy_line(h._simple(103, 5), (h.AT + timedelta(days=1)).isoformat()[:19])
+    (tmp_path / "next-day.jsonl").write_text(line + "\n", encoding="utf-8")
+    await h.load_file(history, config, tmp_path / "next-day.jsonl")
+    page = await research_rows(history, ResearchFilters(by="sales", limit=2))
+    assert page.at == h.AT + timedelta(days=1)  # refreshed a moment ago, but a day behind
+    assert page.items[1]["product_id"] == 103
