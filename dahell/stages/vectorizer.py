@@ -218,14 +218,19 @@ SET embedding_visual = EXCLUDED.embedding_visual, image_url = EXCLUDED.image_url
 RETURNING e.product_id
 """
 
-#: A done job of the current model whose image has these bytes (its embedding can be copied).
-DONOR_BY_BYTES_SQL = """
-SELECT d.product_id
+#: For each hash, a done job of the current model whose image has these bytes (its embedding
+#: can be copied). One statement for all the images downloaded meanwhile (see `_lookup_loop`).
+DONORS_BY_BYTES_SQL = """
+SELECT DISTINCT ON (d.image_sha256) d.image_sha256, d.product_id AS donor
 FROM embedding_jobs AS d
 JOIN product_embeddings AS e ON e.product_id = d.product_id AND e.image_url = d.image_url
-WHERE d.image_sha256 = $1 AND d.state = 'done' AND e.model_sha256 = $2
-LIMIT 1
+WHERE d.image_sha256 = ANY($1::bytea[]) AND d.state = 'done' AND e.model_sha256 = $2
+ORDER BY d.image_sha256, e.processed_at DESC
 """
+#: How long a byte lookup waits for others to share its statement.
+LOOKUP_LINGER_S = 0.01
+#: Bodies up to this size are hashed on the event loop (a thread hop costs more).
+INLINE_HASH_BYTES = 256 * 1024
 
 #: For each URL, a done job of the current model with that image URL, and its bytes' hash.
 DONORS_BY_URL_SQL = """
@@ -481,6 +486,8 @@ class _Run:
         # Results of this run by URL and by bytes, kept for a while after the leader's outcome
         # (its write may not have committed yet, so the database cannot lend it).
         self.recent: OrderedDict[str | bytes, Outcome] = OrderedDict()
+        self.lookups: list[tuple[bytes, asyncio.Future[int | None]]] = []
+        self.lookup_wake = asyncio.Event()
 
     # -- orchestration
 
@@ -491,7 +498,8 @@ class _Run:
         )
         session = make_session(cfg.download_concurrency, cfg.connect_timeout_s)
         fetcher = ImageFetcher(session, limits)
-        workers = [
+        workers = [asyncio.create_task(self._lookup_loop())]
+        workers += [
             asyncio.create_task(self._download_loop(fetcher))
             for _ in range(cfg.download_concurrency)
         ]
@@ -751,15 +759,17 @@ class _Run:
         loop = asyncio.get_running_loop()
         try:
             data = await fetcher.fetch(job.image_url)
-            job.sha = await loop.run_in_executor(self.prep_pool, _digest, data)
+            job.sha = (
+                _digest(data)
+                if len(data) <= INLINE_HASH_BYTES
+                else await loop.run_in_executor(self.prep_pool, _digest, data)
+            )
             if (known := self._recent(job.sha, job, SAME_BYTES)) is not None:
                 return known
             if self._follow(self.by_sha, job.sha, job, SAME_BYTES):
                 return None
             if self._dedup:
-                donor = await self.ctx.pool.fetchval(
-                    DONOR_BY_BYTES_SQL, job.sha, self.embedder.manifest.graph_sha256
-                )
+                donor = await self._donor_for(job.sha)
                 if donor is not None:
                     return Outcome(job, donor=donor, reused=SAME_BYTES)
             pixels = await loop.run_in_executor(
@@ -772,6 +782,38 @@ class _Run:
             return Outcome(job, reason="internal_error", detail=f"{type(exc).__name__}: {exc}")
         await self.infer_q.put((job, pixels))
         return None
+
+    async def _donor_for(self, sha: bytes) -> int | None:
+        """A done product whose image has these bytes, asked together with others in flight."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.lookups.append((sha, future))
+        self.lookup_wake.set()
+        return await future
+
+    async def _lookup_loop(self) -> None:
+        """Answer the byte lookups of all downloads in flight with one statement at a time."""
+        while True:
+            await self.lookup_wake.wait()
+            await asyncio.sleep(LOOKUP_LINGER_S)
+            self.lookup_wake.clear()
+            batch, self.lookups = self.lookups, []
+            if not batch:
+                continue
+            try:
+                rows = await self.ctx.pool.fetch(
+                    DONORS_BY_BYTES_SQL,
+                    list({sha for sha, _ in batch}),
+                    self.embedder.manifest.graph_sha256,
+                )
+            except Exception as exc:  # each image's own _prepare decides what it costs
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            donors = {bytes(r["image_sha256"]): r["donor"] for r in rows}
+            for sha, future in batch:
+                if not future.done():
+                    future.set_result(donors.get(sha))
 
     # -- inference
 
