@@ -222,7 +222,18 @@ class StatusServer:
             "warehouses": counts["warehouses"],
             "stock_log_rows": counts["stock_log_rows"],
             "rejects": counts["rejects"],
-            "embeddings": {k: counts["embeddings"][k] for k in ("done", "pending", "failed")},
+            "embeddings": {
+                k: counts["embeddings"][k]
+                for k in (
+                    "done",
+                    "pending",
+                    "failed",
+                    "retrying",
+                    "retrying_by_reason",
+                    "waiting",
+                    "identical_photos",
+                )
+            },
         }
         self._totals_at = time.monotonic()
         return self._totals
