@@ -713,6 +713,20 @@ async def embedded_vectors(pool: asyncpg.Pool) -> dict[int, np.ndarray]:
     return {r["product_id"]: r["embedding_visual"].to_numpy() for r in rows}
 
 
+def metrics_text(ctx: Context) -> str:
+    """What /metrics shows for this stage's counters (the supervisor's collector, no server)."""
+    from types import SimpleNamespace
+
+    from dahell.metrics import Metrics
+    from dahell.stages.base import StageState
+
+    runtime = SimpleNamespace(ctx=ctx, state=StageState.RUNNING, restarts=0, disk_full=False)
+    supervisor = SimpleNamespace(
+        runtimes={"vectorizer": runtime}, queues={}, healthy=lambda: (True, [])
+    )
+    return Metrics(supervisor).render().decode()  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("claim_batch_size", ["1", "16"])
 async def test_identical_photos_are_downloaded_and_embedded_once(
     pool: asyncpg.Pool,
@@ -750,6 +764,8 @@ async def test_identical_photos_are_downloaded_and_embedded_once(
     import hashlib
 
     assert hashes[1] == hashlib.sha256(picture(11)).digest()
+
+    assert 'outcome="reused",reason="same_bytes",stage="vectorizer"} 1.0' in metrics_text(ctx)
 
     # Later: a new product with a known URL costs neither a download nor an inference.
     await add_products(pool, {6: server.url("/img/b")})
