@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.container.engine import (
+    MEASURED,
     USER_ID,
     Podman,
     counts,
@@ -39,7 +40,7 @@ HEADROOM_BYTES = 48 * 1024 * 1024
 STOP_TIMEOUT_S = 45
 # Seconds for the daemon to be healthy again once space is freed (its retry backoff is capped
 # at supervisor.backoff_max_s, 60 s).
-RESUME_TIMEOUT_S = 150
+RESUME_TIMEOUT_S = 120
 
 # The session's image build (minutes, uncached) and the clean 100k load run in the first test's
 # set-up: the project's 300 s default is too short for them.
@@ -86,6 +87,7 @@ def test_a_full_disk_is_named_by_healthz_and_freeing_space_resumes_the_load(
     name = unique("diskfull")
     names.append(name)
     port = free_port()
+    started = time.monotonic()
     podman(
         "run", "-d", "--name", name, "--network", "host", "--shm-size", "1g",
         "--stop-timeout", str(STOP_TIMEOUT_S), "-v", f"{small_disk}:/data",
@@ -94,6 +96,8 @@ def test_a_full_disk_is_named_by_healthz_and_freeing_space_resumes_the_load(
         image,
     )  # fmt: skip
     podman.wait_healthy(name)
+    # An empty /data: the embedded server is initialised and migrated before it is healthy.
+    MEASURED["empty_volume_run_to_healthy_s"] = round(time.monotonic() - started, 1)
     podman("stop", name, timeout=STOP_TIMEOUT_S + 30)
     assert podman.state(name)["ExitCode"] == 0, podman.logs(name)[-4000:]
 
@@ -125,7 +129,7 @@ def test_a_full_disk_is_named_by_healthz_and_freeing_space_resumes_the_load(
 
     seen = len(podman.events(name))
     podman("exec", name, "rm", "/data/filler.bin")
-    _wait_resumed(podman, name, seen)
+    gap = _wait_resumed(podman, name, seen)
     status = _wait_loaded(podman, name, line_count(journal_100k))
     assert status["products"] >= committed.get("products", 0)
     assert counts(status) == clean_counts
@@ -134,17 +138,23 @@ def test_a_full_disk_is_named_by_healthz_and_freeing_space_resumes_the_load(
     assert not any(e.get("event") == "daemon_exited" for e in _since_last_start(events))
     podman("stop", name, timeout=STOP_TIMEOUT_S + 30)
     assert podman.state(name)["ExitCode"] == 0, podman.logs(name)[-4000:]
+    if gap:
+        pytest.xfail(gap)
 
 
-def _wait_resumed(podman: Podman, name: str, seen: int) -> None:
-    """Healthy again after the space is freed; xfail on the one known gap (issue 12).
+def _wait_resumed(podman: Podman, name: str, seen: int) -> str:
+    """Healthy again after the space is freed: "" by itself, else the known gap (issue 12).
 
-    PostgreSQL PANICs when a WAL write meets ENOSPC, and its crash recovery fails on the same full
+    PostgreSQL PANICs when a WAL write meets ENOSPC and its crash recovery fails on the same full
     disk, so the embedded server is gone. Until the daemon restarts its embedded server when it
-    is found dead (db.py), freeing space cannot bring it back: every retry says it cannot connect.
+    finds it dead (db.py), freeing space alone cannot bring it back: every retry says it cannot
+    connect. Then the container is restarted (what an operator, or a restart policy, does) so
+    the rest of the test still proves that nothing committed or journaled was lost, and the
+    test ends as xfail naming the gap.
     """
     try:
         podman.wait_healthy(name, timeout=RESUME_TIMEOUT_S)
+        return ""
     except AssertionError:
         after = podman.events(name)[seen:]
         lost = [
@@ -154,13 +164,15 @@ def _wait_resumed(podman: Podman, name: str, seen: int) -> None:
             and e.get("reason") == "database_unavailable"
             and "cannot connect to PostgreSQL" in str(e.get("error"))
         ]
-        if podman.state(name)["Running"] and lost:
-            pytest.xfail(
-                "the embedded PostgreSQL died on the full disk (WAL write PANIC, recovery failed) "
-                f"and is not restarted after space is freed: {len(lost)} retries since, last: "
-                f"{lost[-1].get('error')}"
-            )
-        raise
+        if not (podman.state(name)["Running"] and lost):
+            raise
+    podman("restart", "--time", str(STOP_TIMEOUT_S), name, timeout=STOP_TIMEOUT_S + 60)
+    podman.wait_healthy(name)
+    return (
+        "the embedded PostgreSQL died on the full disk (WAL write PANIC, recovery failed) and is "
+        f"not restarted once space is freed ({len(lost)} retries, last: {lost[-1].get('error')}); "
+        "a container restart brought it back with nothing lost"
+    )
 
 
 def _answers(port: int) -> bool:
