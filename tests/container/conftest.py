@@ -48,11 +48,14 @@ def image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
         timeout=300,
     )
     args = ["build", "--format", "docker", "--build-arg", "ONNXRUNTIME=cpu", "-t", IMAGE]
+    args += ["--label", "dahell.test=container"]
     if CA_BUNDLE.is_file():
         args += ["--secret", f"id=ca,src={CA_BUNDLE}"]
     started = time.monotonic()
     podman(*args, str(clone), timeout=1500)
     MEASURED["build_s"] = round(time.monotonic() - started, 1)
+    # The image this build replaced, now untagged: only ours (by label), never anyone else's.
+    podman("image", "prune", "--force", "--filter", "label=dahell.test=container", check=False)
     size = int(podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
     MEASURED["image_bytes"] = size
     MEASURED["image_gb"] = round(size / 1e9, 3)
