@@ -136,6 +136,9 @@ def test_a_full_disk_is_named_by_healthz_and_freeing_space_resumes_the_load(
     assert counts(status) == clean_counts
     events = podman.events(name)
     assert any(e.get("event") == "disk_full" for e in events), "no disk_full event logged"
+    MEASURED["disk_full_embedded_server_restarts"] = sum(
+        e.get("event") == "embedded_server_restarted" for e in events
+    )
     assert not any(e.get("event") == "daemon_exited" for e in _since_last_start(events))
     podman("stop", name, timeout=STOP_TIMEOUT_S + 30)
     assert podman.state(name)["ExitCode"] == 0, podman.logs(name)[-4000:]
