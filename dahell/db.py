@@ -71,6 +71,9 @@ class EmbeddedServer:
         if self.is_running():
             return False
         with self._server._lock:
+            # As pgserver's own start: folder permissions first (its system user must reach
+            # the folder; something may have tightened a parent since), then the server.
+            self._server.ensure_pgdata_inited()
             self._server.ensure_postgres_running()
         return True
 
