@@ -33,6 +33,7 @@ from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
+from dahell.console import make_console
 from dahell.http import StatusServer
 from dahell.i18n import format_cop, format_number
 from dahell.research.queries import ResearchFilters, product_detail, research_rows
@@ -137,7 +138,7 @@ def _stop_leftover_server(pgdata: Path, timeout: float = 10.0) -> None:
 
 
 async def run_demo(config: Config, *, products: int, wait: bool, days: int = DEFAULT_DAYS) -> int:
-    console = Console()
+    console = make_console()
     console.print(
         "[bold]dahell demo[/bold]: a local Dropi simulator, the embedded database and the whole"
         f" pipeline, over {days} simulated days.\nThe image model is a [bold]tiny untrained"

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
+from dahell.console import make_console
 from dahell.embedding_backlog import retry_counts
 
 COUNTS_SQL = """
@@ -138,7 +139,7 @@ def _daemon_view(daemon: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _print(counts: dict[str, Any], daemon: dict[str, Any] | None) -> None:
-    console = Console()
+    console = make_console()
     table = Table(title="dahell status", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")

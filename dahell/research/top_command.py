@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from rich.console import Console
 from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
+from dahell.console import make_console
 from dahell.i18n import LANGUAGES, Language, format_cop, format_number, format_pct, label
 from dahell.research.queries import (
     MAX_LIMIT,
@@ -103,8 +103,8 @@ async def main(config: Config, args: argparse.Namespace) -> int:
         render_csv(page.items, sys.stdout)
     else:
         lang: Language = args.lang or config.research.language
-        Console().print(render_table(page, lang))
-        Console(stderr=True).print(_footer(page, lang))
+        make_console().print(render_table(page, lang))
+        make_console(stderr=True).print(_footer(page, lang))
     return 0
 
 
