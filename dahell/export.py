@@ -60,19 +60,31 @@ class Preset:
 
 
 #: Measured on a 2-core CPU with tests/benchmarks/bench_models.py (README, "Choosing a model for
-#: a CPU"): so400m at 384 px in int8 ran ~4x fp32 (0.95 against 0.23 images/s: a 25,000-product
-#: catalog in ~7 h instead of ~30 h) and keeps the production model, its 1152 dimensions and the
-#: same-item threshold; base at 224 px in int8 is ~5x faster again (4.6 images/s, ~1.5 h) but is
-#: another, weaker model with 768 dimensions (a re-embed, and look-alikes less sharp).
+#: a CPU"; images/s, hours for 25,000 products): so400m at 384 px 0.19 fp32 (37 h), 0.78 int8
+#: (9 h); so400m at 224 px 0.80 fp32, 2.31 int8 (3 h); base at 224 px 5.4 fp32, 14.2 int8
+#: (0.5 h). `cpu` is so400m-patch14-224 in int8: the large tower and its 1152 dimensions in
+#: ~3 h; `cpu-384` keeps the production checkpoint itself (~9 h, no re-embed); `cpu-fast` is the
+#: base tower (768 dimensions, weaker look-alikes) for the smallest machines.
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(
-        DEFAULT_MODEL, "int8", DEFAULT_OUT, "so400m at 384 px, int8: the recommended CPU choice"
+        "google/siglip-so400m-patch14-224",
+        "int8",
+        Path("models/siglip-so400m-patch14-224"),
+        "so400m at 224 px, int8: the recommended CPU choice (~3 h for 25,000 products on "
+        "2 cores; 1152 dimensions, another checkpoint than the 384 px one: `dahell reembed`)",
+    ),
+    "cpu-384": Preset(
+        DEFAULT_MODEL,
+        "int8",
+        DEFAULT_OUT,
+        "so400m at 384 px, int8: the production checkpoint itself (~9 h; no re-embed)",
     ),
     "cpu-fast": Preset(
         "google/siglip-base-patch16-224",
         "int8",
         Path("models/siglip-base-patch16-224"),
-        "base at 224 px, int8: fastest on a CPU, 768 dimensions (needs `dahell reembed`)",
+        "base at 224 px, int8: fastest (~0.5 h), 768 dimensions, weaker look-alikes "
+        "(`dahell reembed`)",
     ),
     "gpu": Preset(DEFAULT_MODEL, "fp16", DEFAULT_OUT, "so400m at 384 px, fp16 for a GPU"),
 }

@@ -183,8 +183,11 @@ def test_the_cpu_preset_is_one_flag_away() -> None:
     parser = argparse.ArgumentParser()
     export.add_arguments(parser)
     args = export.apply_preset(parser.parse_args(["--preset", "cpu"]))
-    assert (args.model, args.precision) == (export.DEFAULT_MODEL, "int8")
-    assert Path(args.out) == export.DEFAULT_OUT  # the default vectorizer.model_dir: no edit
+    assert (args.model, args.precision) == ("google/siglip-so400m-patch14-224", "int8")
+    assert Path(args.out) == Path("models/siglip-so400m-patch14-224")
+    same = export.apply_preset(parser.parse_args(["--preset", "cpu-384"]))
+    assert (same.model, same.precision) == (export.DEFAULT_MODEL, "int8")
+    assert Path(same.out) == export.DEFAULT_OUT  # the default vectorizer.model_dir: no edit
     fast = export.apply_preset(parser.parse_args(["--preset", "cpu-fast"]))
     assert (fast.model, fast.precision) == ("google/siglip-base-patch16-224", "int8")
     own = export.apply_preset(parser.parse_args(["--preset", "cpu", "--model", "m", "--out", "o"]))
