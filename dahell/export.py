@@ -358,7 +358,7 @@ def _convert(fp32: Path, target: Path, precision: Precision) -> None:
 #: on CPUs without VNNI (AVX2 only) the u8s8 kernels saturate with the full 8-bit range, and the
 #: so400m-shaped tower's cosine to fp32 fell to 0.93; with `reduce_range` it is 0.9994, at ~1.6x
 #: fp32's images/s there. On a CPU with AVX-512 VNNI/AMX (the 2-core machine of 2026-12-02)
-#: bench_models.py measured 4.1x (0.95 against 0.23 images/s).
+#: bench_models.py measured 4.1x (0.19 -> 0.78 images/s; 0.23 -> 0.95 in a busier run).
 _INT8_OPS = ("MatMul", "Gemm")
 INT8_SETTINGS: dict[str, object] = {
     "method": "onnxruntime.quantization.quantize_dynamic",
