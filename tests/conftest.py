@@ -109,3 +109,24 @@ def export_extra() -> None:
             f"the [export] extra is not installed ({', '.join(missing)}): ./test.sh installs it",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """Each test starts with the logging set-up the previous one found.
+
+    A test that runs a command in-process (`cli.main`) calls `log.configure`, which sets a level
+    filter that `structlog.testing.capture_logs` does not lift: later tests then capture nothing.
+    """
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    saved["processors"] = list(saved["processors"])
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
