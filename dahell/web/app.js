@@ -26,39 +26,14 @@
 
   // --- auth -----------------------------------------------------------------------------
 
-  function takeTokenFromUrl() {
-    const url = new URL(window.location.href);
-    const token = url.searchParams.get("token");
-    if (token) {
-      sessionStorage.setItem(TOKEN_KEY, token);
-      url.searchParams.delete("token");
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-    }
-  }
-
+  // common.js (loaded first) owns the token and the fetch; the status page adds its token form on 401.
   async function api(path) {
-    const headers = { Accept: "application/json" };
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.Authorization = "Bearer " + token;
-    const resp = await fetch(path, { headers, cache: "no-store" });
-    if (resp.status === 401) {
-      $("token-form").hidden = false;
-      throw new ApiError(401, "This daemon needs its HTTP token (open the page as /?token=…).");
-    }
-    let body = null;
     try {
-      body = await resp.json();
-    } catch (_) {
-      body = null;
-    }
-    if (!resp.ok) throw new ApiError(resp.status, (body && body.error) || resp.statusText);
-    return body;
-  }
-
-  class ApiError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
+      return await Dahell.api(path);
+    } catch (err) {
+      if (err.status !== 401) throw err;
+      $("token-form").hidden = false;
+      throw new Dahell.ApiError(401, "This daemon needs its HTTP token (open the page as /?token=…).");
     }
   }
 
@@ -444,7 +419,6 @@
   // --- wiring ---------------------------------------------------------------------------
 
   function init() {
-    takeTokenFromUrl();
     $("token-form").addEventListener("submit", (event) => {
       event.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());

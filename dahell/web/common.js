@@ -1,10 +1,11 @@
-// Shared by the research and product pages: language, Colombian formatting, the API, DOM helpers.
+// Shared by the research and product pages (the status page uses its API calls): language, Colombian
+// formatting, the API, DOM helpers.
 // No build step, no dependencies. Spanish by default; ?lang=en (remembered in localStorage).
 "use strict";
 
 window.Dahell = (() => {
   const LANG_KEY = "dahell.lang";
-  const TOKEN_KEY = "dahell.token"; // the status page keeps the HTTP token under the same key
+  const TOKEN_KEY = "dahell.token"; // the status page's token form stores the HTTP token under the same key
   const LANGS = ["es", "en"];
 
   // Every user-facing string of the research pages, by language. Keys are English.
