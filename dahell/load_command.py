@@ -22,18 +22,8 @@ from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
-from dahell.stages.loader import FileReport, Loader, LoadStats, SourceBusy
+from dahell.stages.loader import SUMMARY_COUNTS, FileReport, Loader, LoadStats, SourceBusy
 
-SUMMARY_COLUMNS = (
-    "lines",
-    "loaded",
-    "rejected",
-    "products",
-    "inserted",
-    "updated",
-    "unchanged",
-    "products_rejected",
-)
 STATUS_TEXT = {
     "loaded": "loaded",
     "up_to_date": "nothing new (already loaded)",
@@ -95,13 +85,13 @@ async def _load_one(loader: Loader, path: Path, show_progress: bool) -> FileRepo
 
 
 def _counts(stats: LoadStats) -> list[str]:
-    return [f"{getattr(stats, column):,}" for column in SUMMARY_COLUMNS]
+    return [f"{getattr(stats, column):,}" for column in SUMMARY_COUNTS]
 
 
 def _print_summary(reports: list[FileReport], total: LoadStats) -> None:
     console = Console()
     table = Table(title="dahell load")
-    for column in ("file", "status", *SUMMARY_COLUMNS):
+    for column in ("file", "status", *SUMMARY_COUNTS):
         table.add_column(
             column.replace("_", " "), justify="left" if column in ("file", "status") else "right"
         )

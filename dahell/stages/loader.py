@@ -63,6 +63,15 @@ PARALLEL_PARSE_MIN_BYTES = 8 * 1024 * 1024
 LOADER_LOCK_KEY = 0x6461_6865_6C6C_01
 DATA_ERROR_CLASSES = ("21", "22", "23", "54")
 LOADED = ("inserted", "updated", "unchanged")
+#: The line and product counts of a load, in the order a summary shows them.
+SUMMARY_COUNTS = (
+    "lines",
+    "loaded",
+    "rejected",
+    "products",
+    *LOADED,
+    "products_rejected",
+)
 
 
 class SourceBusy(Exception):
@@ -94,18 +103,7 @@ class LoadStats:
     history_rows: int = 0
     pending_embeddings: int = 0
 
-    COUNTS = (
-        "lines",
-        "loaded",
-        "rejected",
-        "products",
-        "inserted",
-        "updated",
-        "unchanged",
-        "products_rejected",
-        "history_rows",
-        "pending_embeddings",
-    )
+    COUNTS = (*SUMMARY_COUNTS, "history_rows", "pending_embeddings")
 
     @property
     def products_loaded(self) -> int:
