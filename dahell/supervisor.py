@@ -339,36 +339,29 @@ class Supervisor:
         return "restart"
 
     async def _wait_for_dependency(self, rt: StageRuntime, exc: BaseException) -> str:
-        detail = f"{type(exc).__name__}: {exc}"
-        rt.last_error = detail
-        rt.restarts += 1
-        attempt = min(rt.restarts, 6)
-        delay = self._backoff(attempt)
-        self._set_state(rt, StageState.BACKOFF, reason="database_unavailable")
-        self._record_error(rt.name, "database_unavailable", detail)
-        self.log.warning(
-            "stage_restarted",
-            stage=rt.name,
-            reason="database_unavailable",
-            error=detail,
-            restarts=rt.restarts,
-            backoff_s=round(delay, 2),
-        )
-        return await self._sleep_then(rt, delay)
+        return await self._wait_outside(rt, "database_unavailable", f"{type(exc).__name__}: {exc}")
 
     async def _wait_for_disk(self, rt: StageRuntime, detail: str) -> str:
         """A full disk: unhealthy and named, retried with capped backoff, never `failed`."""
         if rt.disk_full is None:
             self.log.error("disk_full", stage=rt.name, error=detail)
-        rt.disk_full = rt.last_error = detail
+        rt.disk_full = detail
+        return await self._wait_outside(rt, "disk_full", detail)
+
+    async def _wait_outside(self, rt: StageRuntime, reason: str, detail: str) -> str:
+        """A cause outside the stage: BACKOFF under `reason`, retried with capped backoff.
+
+        Unlike a crash it never counts toward `failed`: the stage is fine, what it needs is not.
+        """
+        rt.last_error = detail
         rt.restarts += 1
         delay = self._backoff(min(rt.restarts, 6))
-        self._set_state(rt, StageState.BACKOFF, reason="disk_full")
-        self._record_error(rt.name, "disk_full", detail)
+        self._set_state(rt, StageState.BACKOFF, reason=reason)
+        self._record_error(rt.name, reason, detail)
         self.log.warning(
             "stage_restarted",
             stage=rt.name,
-            reason="disk_full",
+            reason=reason,
             error=detail,
             restarts=rt.restarts,
             backoff_s=round(delay, 2),
