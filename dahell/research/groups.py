@@ -30,7 +30,8 @@ never interleave their writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -237,18 +238,25 @@ async def upkeep_round(
     pool: asyncpg.Pool, distance: float, *, k: int = DEFAULT_NEIGHBOURS, batch: int = 500
 ) -> UpkeepResult:
     """Place up to `batch` new or changed products, in one transaction; see the module doc."""
-    started = time.monotonic()
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", GROUPS_LOCK_KEY)
-        await _tune(conn, k)
-        ctx = _Ctx(conn, distance, k, await has_sha_column(conn))
+    async with _locked(pool, distance, k) as ctx:
         items = await _work(ctx, batch)
         orphans = await _orphans(ctx, batch)
         await _leave(ctx, [i.product_id for i in items] + orphans, removed=set(orphans))
         await _place(ctx, items)
         await _advance(ctx, items)
-    ctx.result.seconds = time.monotonic() - started
     return ctx.result
+
+
+@asynccontextmanager
+async def _locked(pool: asyncpg.Pool, distance: float, k: int) -> AsyncIterator[_Ctx]:
+    """One transaction holding the groups lock, tuned for the search; times it into the result."""
+    started = time.monotonic()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", GROUPS_LOCK_KEY)
+        await _tune(conn, k)
+        ctx = _Ctx(conn, distance, k, await has_sha_column(conn))
+        yield ctx
+    ctx.result.seconds = time.monotonic() - started
 
 
 async def _tune(conn: asyncpg.Connection, k: int) -> None:
@@ -387,11 +395,7 @@ async def recompute_all(
     pool: asyncpg.Pool, distance: float, *, k: int = DEFAULT_NEIGHBOURS, chunk: int = 1000
 ) -> UpkeepResult:
     """Rebuild every group from scratch with the same link rule (baseline and repair)."""
-    started = time.monotonic()
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", GROUPS_LOCK_KEY)
-        await _tune(conn, k)
-        ctx = _Ctx(conn, distance, k, await has_sha_column(conn))
+    async with _locked(pool, distance, k) as ctx:
         items = await _all_items(ctx)
         ids = [i.product_id for i in items]
         uf = UnionFind(ids)
@@ -400,8 +404,8 @@ async def recompute_all(
                 if b in uf.parent:
                     uf.union(a, b)
         assignment = uf.groups()
-        await conn.execute("DELETE FROM research_groups")
-        await conn.execute(
+        await ctx.conn.execute("DELETE FROM research_groups")
+        await ctx.conn.execute(
             UPSERT_SQL,
             ids,
             [assignment[i] for i in ids],
@@ -409,9 +413,8 @@ async def recompute_all(
             [i.sha for i in items],
         )
         await _advance(ctx, items)
-        await conn.execute(SET_RULE_SQL, rule_text(distance))
+        await ctx.conn.execute(SET_RULE_SQL, rule_text(distance))
     ctx.result.placed = len(ids)
-    ctx.result.seconds = time.monotonic() - started
     return ctx.result
 
 
