@@ -18,7 +18,7 @@
   const clock = new Intl.DateTimeFormat(LOCALE, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
   const dayClock = new Intl.DateTimeFormat(LOCALE, { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
-  const $ = (id) => document.getElementById(id);
+  const { $, el, svg } = Dahell; // common.js, loaded first
   let skewMs = 0; // server clock minus ours, so "3 min ago" is right even when the clocks differ
   let pollTimer = null;
   let searchTimer = null;
@@ -38,28 +38,6 @@
   }
 
   // --- helpers --------------------------------------------------------------------------
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
-      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-      else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children.flat()) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
-    return node;
-  }
 
   function ago(iso) {
     const seconds = Math.max(0, (Date.now() + skewMs - Date.parse(iso)) / 1000);
