@@ -363,19 +363,24 @@ async def _place(ctx: _Ctx, items: list[_Item]) -> None:
     if joined:
         members = await ctx.conn.fetch(MEMBERS_SQL, sorted(joined))
         await _regroup(ctx.conn, {m["product_id"]: assignment[m["group_id"]] for m in members})
-    await ctx.conn.execute(
-        UPSERT_SQL,
-        ids,
-        [assignment[i] for i in ids],
-        [i.processed_at for i in items],
-        [i.sha for i in items],
-    )
+    await _write_groups(ctx, items, assignment)
     ctx.result.placed += len(ids) - ctx.result.moved
 
 
 async def _regroup(conn: asyncpg.Connection, assignment: dict[int, int]) -> None:
     if assignment:
         await conn.execute(REGROUP_SQL, list(assignment), list(assignment.values()))
+
+
+async def _write_groups(ctx: _Ctx, items: list[_Item], assignment: dict[int, int]) -> None:
+    """Upsert each item's group, with the embedding time and image hash it was placed from."""
+    await ctx.conn.execute(
+        UPSERT_SQL,
+        [i.product_id for i in items],
+        [assignment[i.product_id] for i in items],
+        [i.processed_at for i in items],
+        [i.sha for i in items],
+    )
 
 
 async def _advance(ctx: _Ctx, items: list[_Item]) -> None:
@@ -405,13 +410,7 @@ async def recompute_all(
                     uf.union(a, b)
         assignment = uf.groups()
         await ctx.conn.execute("DELETE FROM research_groups")
-        await ctx.conn.execute(
-            UPSERT_SQL,
-            ids,
-            [assignment[i] for i in ids],
-            [i.processed_at for i in items],
-            [i.sha for i in items],
-        )
+        await _write_groups(ctx, items, assignment)
         await _advance(ctx, items)
         await ctx.conn.execute(SET_RULE_SQL, rule_text(distance))
     ctx.result.placed = len(ids)
