@@ -167,10 +167,23 @@ def is_unavailable(exc: BaseException) -> bool:
 
     Socket errors count only when raised inside asyncpg (its connection to the server), not a
     file's or another peer's; a timeout only when it is the pool's `acquire` waiting for a
-    connection, never a statement's `command_timeout`.
+    connection, never a statement's `command_timeout`. An error raised while cleaning up after
+    a lost connection (asyncpg's "another operation is in progress" from a rollback on the dead
+    connection) counts too: the loss is in its chain.
     """
     if isinstance(exc, MigrationError):
         return False  # a broken install or a changed file: waiting will not help
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if _means_unavailable(link):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+def _means_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, CONNECTION_LOST):
         return True
     if isinstance(exc, asyncpg.InterfaceError):

@@ -96,3 +96,23 @@ async def test_errors_raised_outside_asyncpg_are_judged_by_their_type() -> None:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "refused by an image CDN")
 
     assert not db.is_unavailable(await raised(reset()))
+
+
+def test_an_error_cleaning_up_after_a_lost_connection_is_unavailable_too() -> None:
+    def cleanup_after_loss() -> None:
+        try:
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+        except asyncpg.PostgresConnectionError:
+            # the rollback on the dead connection, as the loader's transaction exit does
+            raise asyncpg.InterfaceError(  # noqa: B904 - the implicit context is the point
+                "cannot perform operation: another operation is in progress"
+            )
+
+    try:
+        cleanup_after_loss()
+    except asyncpg.InterfaceError as exc:
+        chained = exc
+    assert chained.__context__ is not None
+    assert db.is_unavailable(chained)
+    alone = asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+    assert not db.is_unavailable(alone)  # a bug of ours, not the database
