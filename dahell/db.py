@@ -195,12 +195,6 @@ def _means_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def raised_by_database(exc: BaseException) -> bool:
-    """Whether `exc` came from the database driver (its socket, a statement's timeout), not
-    from a file: a loader reading files must not report such an error as "cannot read"."""
-    return is_unavailable(exc) or _raised_in(exc, "asyncpg/")
-
-
 def _raised_in(exc: BaseException, path_part: str, function: str = "") -> bool:
     """Whether a frame of `exc`'s traceback is in a file whose path contains `path_part`."""
     tb = exc.__traceback__

@@ -34,7 +34,6 @@ import asyncpg
 from dahell import dropi
 from dahell.catalog_store import Unit, apply_batch, ensure_staging
 from dahell.config import Config
-from dahell.db import raised_by_database
 from dahell.errors import InputUnreadable
 from dahell.journal import (
     RawLine,
@@ -289,8 +288,6 @@ class Loader:
         try:
             await self._load_open_file(source, fh, report, progress)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            if raised_by_database(exc):
-                raise  # the database's socket or a statement timeout, not the file
             report.status, report.message = "error", f"cannot read {path}: {exc}"
         finally:
             await asyncio.to_thread(fh.close)

@@ -490,18 +490,3 @@ async def test_load_command_names_a_memory_error_and_resumes_on_the_next_run(
     assert await load_command.load_files(config, [path], as_json=True) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (out["lines"], out["inserted"], out["rejected"]) == (3, 3, 0)
-
-
-async def test_a_database_timeout_during_a_load_is_not_reported_as_an_unreadable_file(
-    pool: asyncpg.Pool, config: Config, tmp_path: Path, monkeypatch: Any
-) -> None:
-    from dahell.stages import loader as loader_mod
-
-    async def stuck_statement(conn: asyncpg.Connection, units: Any) -> Any:
-        await conn.execute("SELECT pg_sleep(5)", timeout=0.05)
-
-    path = write(tmp_path / "a.jsonl", [json.dumps(simple_product(i)) for i in range(1, 4)])
-    monkeypatch.setattr(loader_mod, "apply_batch", stuck_statement)
-    with pytest.raises(TimeoutError):  # a crash the supervisor sees, not "cannot read a.jsonl"
-        await load(pool, config, path)
-    assert await pool.fetchval("SELECT count(*) FROM load_checkpoints") == 0
