@@ -559,7 +559,7 @@ async def test_two_workers_embed_each_product_exactly_once(
             sum(n for (outcome, _), n in c.counters.items() if outcome in ("embedded", "reused"))
             for c in contexts
         ]
-        assert sum(embedded) == n and min(embedded) > 0, embedded
+        assert sum(embedded) == n, embedded  # how they split it depends on timing
         assert all(count == 1 for count in server.requests.values())
         assert len(server.requests) == n
         assert await pools[0].fetchval("SELECT count(*) FROM product_embeddings") == n
