@@ -14,7 +14,7 @@ from dahell.stages.vectorizer.run import Run
 
 
 class VectorizerStage:
-    """Claims pending images, embeds them, writes vectors; see the module doc for the rules."""
+    """Claims pending images, embeds them, writes vectors; see the package doc for the rules."""
 
     name = "vectorizer"
 
