@@ -21,11 +21,11 @@ import pytest
 import structlog
 
 from dahell import config as config_mod
-from dahell import supervisor as supervisor_mod
 from dahell.errors import DatabaseUnavailable
 from dahell.http import StatusServer
 from dahell.stages.base import Context, StageState
 from dahell.supervisor import Supervisor
+from dahell.supervisor import policy as supervisor_mod
 from tests.e2e.conftest import free_port
 
 MakeConfig = Callable[..., config_mod.Config]
