@@ -31,6 +31,9 @@ class StageRuntimeView(Protocol):
     def disk_full(self) -> str | None: ...
 
     @property
+    def out_of_files(self) -> str | None: ...
+
+    @property
     def ctx(self) -> Context: ...
 
 

@@ -15,6 +15,10 @@ Rules (DESIGN.md invariant 4):
   with capped backoff without limit (freeing space resumes it), but `/healthz` answers 503
   naming the disk (`disk_full`) until the restarted stage has done a unit of work or run
   `DISK_FULL_CLEAR_S`;
+- running out of file descriptors (EMFILE, ENFILE, or "spawn EMFILE" from the browser's
+  driver, anywhere in the error's chain) is waited out the same way, as `out_of_files`: logged
+  once (`file_limit_reached`), retried without limit, named by `/healthz` until the stage works
+  again (`file_limit_recovered`);
 - SIGTERM/SIGINT: stop intake, let the stages drain, exit 0 within `shutdown_timeout_s`; a
   second signal exits at once. SIGHUP: reload the file, apply live settings, restart only the
   stages whose other settings changed, keep the old config if the new one is invalid.
@@ -22,7 +26,7 @@ Rules (DESIGN.md invariant 4):
 Where each part lives:
 - `core`: `Supervisor`, which builds the stages' contexts and queues, runs and stops them;
 - `policy`: what follows the end of a stage's task (restart, back off, park, fail, wait);
-- `causes`: which errors are a cause outside the stage (a full disk) and what they said;
+- `causes`: which errors are a cause outside the stage (a full disk, the file limit);
 - `watchdog`: stalls, event-loop lag, history samples, `--exit-when-idle`, systemd pings;
 - `reload`: signals and SIGHUP's configuration reload;
 - `views`: health and the per-stage view that `/healthz`, `/status` and the metrics read;

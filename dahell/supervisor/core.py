@@ -132,7 +132,7 @@ class Supervisor(RestartPolicy, Watchdog, SignalsAndReload):
     async def _supervise(self, rt: StageRuntime) -> None:
         """Run one stage until shutdown, restarting it per the rules in the module docstring."""
         while not self.stopping.is_set():
-            self._set_state(rt, StageState.RUNNING, reason="disk_full" if rt.disk_full else None)
+            self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
             rt.run_mark = (self.units(rt), time.monotonic())
             rt.ctx.heartbeat()
             rt.stalled = rt.reconfigured = False

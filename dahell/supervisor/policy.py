@@ -9,12 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import time
 
 from dahell import db
 from dahell.errors import StageParked
 from dahell.stages.base import StageState
-from dahell.supervisor.causes import EMBEDDED_DISK_LOW_BYTES, disk_full, free_bytes
+from dahell.supervisor.causes import (
+    EMBEDDED_DISK_LOW_BYTES,
+    disk_full,
+    free_bytes,
+    out_of_files,
+)
 from dahell.supervisor.runtime import StageRuntime
 from dahell.supervisor.views import StatusViews
 
@@ -42,6 +48,9 @@ class RestartPolicy(StatusViews):
             if self.exit_when_idle:
                 return await self._idle_until_more_work(rt)
             return await self._crashed(rt, "returned", "the stage returned unexpectedly")
+        files = out_of_files(exc)
+        if files is not None:  # first: whatever else the error looks like, this is its cause
+            return await self._wait_for_files(rt, files)
         if isinstance(exc, StageParked):
             return await self._park(rt, exc)
         if db.is_unavailable(exc):
@@ -141,6 +150,20 @@ class RestartPolicy(StatusViews):
             self.log.error("disk_full", stage=rt.name, error=detail)
         rt.disk_full = detail
         return await self._wait_outside(rt, "disk_full", detail)
+
+    async def _wait_for_files(self, rt: StageRuntime, detail: str) -> str:
+        """Out of file descriptors: unhealthy and named, retried with capped backoff, not failed.
+
+        Nothing here may need a descriptor: the event is logged to the already open stream and
+        the limits come from `getrlimit`, not from listing `/proc/self/fd`.
+        """
+        if rt.out_of_files is None:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self.log.error(
+                "file_limit_reached", stage=rt.name, error=detail, soft_limit=soft, hard_limit=hard
+            )
+        rt.out_of_files = detail
+        return await self._wait_outside(rt, "out_of_files", detail)
 
     async def _wait_outside(self, rt: StageRuntime, reason: str, detail: str) -> str:
         """A cause outside the stage: BACKOFF under `reason`, retried with capped backoff.

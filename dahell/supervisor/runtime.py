@@ -46,11 +46,19 @@ class StageRuntime:
     reconfigured: bool = False
     done: bool = False
     disk_full: str | None = None  # what the last ENOSPC said, until the stage works again
+    out_of_files: str | None = None  # what the last EMFILE said, until the stage works again
     run_mark: tuple[int, float] = (0, 0.0)  # (units counted, monotonic time) at the last start
 
     @property
     def name(self) -> str:
         return self.stage.name
+
+    @property
+    def outside_reason(self) -> str | None:
+        """The cause outside the stage it still answers for: its state's reason while running."""
+        if self.disk_full:
+            return "disk_full"
+        return "out_of_files" if self.out_of_files else None
 
 
 class SupervisorBase:

@@ -28,7 +28,7 @@ class StatusViews(SupervisorBase):
         return sum(cls.outcome_counts(rt).values())
 
     def healthy(self) -> tuple[bool, list[str]]:
-        """Healthy unless a stage is failed, stalled or cannot write for a full disk."""
+        """Healthy unless a stage is failed, stalled, or waits on a full disk or the file limit."""
         reasons = [
             f"stage {rt.name} is {rt.state.value}" + (f": {rt.reason}" if rt.reason else "")
             for rt in self.runtimes.values()
@@ -39,10 +39,19 @@ class StatusViews(SupervisorBase):
             for rt in self.runtimes.values()
             if rt.disk_full and rt.state not in (StageState.FAILED, StageState.STALLED)
         ]
+        reasons += [
+            f"stage {rt.name} is out of file descriptors: out_of_files: {rt.out_of_files}"
+            for rt in self.runtimes.values()
+            if rt.out_of_files and rt.state not in (StageState.FAILED, StageState.STALLED)
+        ]
         return not reasons, reasons
 
     def alive(self) -> bool:
-        """No stage failed or stalled: what the systemd watchdog pings for."""
+        """No stage failed or stalled: what the systemd watchdog pings for.
+
+        A stage waiting on a full disk or the file limit is unhealthy, but alive: a restart of
+        the process would not free space, and the stage resumes by itself once files are free.
+        """
         bad = (StageState.FAILED, StageState.STALLED)
         return not any(rt.state in bad for rt in self.runtimes.values())
 

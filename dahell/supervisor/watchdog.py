@@ -2,7 +2,8 @@
 
 A stage with work and no heartbeat for its `stall_timeout_s` is `stalled`: its stack is logged,
 it is cancelled and restarted (a restart like any other). The same tick clears a stage's
-`disk_full` once its restart did a unit of work or ran `DISK_FULL_CLEAR_S`.
+`disk_full` (`out_of_files`) once its restart did a unit of work or ran `DISK_FULL_CLEAR_S`
+(`FILE_LIMIT_CLEAR_S`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import traceback
 from typing import Any
 
 from dahell.stages.base import StageState
-from dahell.supervisor.causes import DISK_FULL_CLEAR_S
+from dahell.supervisor.causes import DISK_FULL_CLEAR_S, FILE_LIMIT_CLEAR_S
 from dahell.supervisor.runtime import StageRuntime, utcnow
 from dahell.supervisor.views import StatusViews
 
@@ -30,6 +31,7 @@ class Watchdog(StatusViews):
             for rt in self.runtimes.values():
                 self._check_stall(rt)
                 self._check_disk(rt)
+                self._check_files(rt)
 
     def _check_stall(self, rt: StageRuntime) -> None:
         if rt.state != StageState.RUNNING or rt.task is None or rt.task.done() or rt.stalled:
@@ -52,13 +54,26 @@ class Watchdog(StatusViews):
 
     def _check_disk(self, rt: StageRuntime) -> None:
         """Clear a stage's `disk_full` once its restart did a unit of work or ran a while."""
-        if rt.disk_full is None or rt.state != StageState.RUNNING:
+        if rt.disk_full is None or not self._worked_since_start(rt, DISK_FULL_CLEAR_S):
             return
+        self.log.info("disk_space_recovered", stage=rt.name, was=rt.disk_full)
+        rt.disk_full = None
+        self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
+
+    def _check_files(self, rt: StageRuntime) -> None:
+        """Clear a stage's `out_of_files` once its restart did a unit of work or ran a while."""
+        if rt.out_of_files is None or not self._worked_since_start(rt, FILE_LIMIT_CLEAR_S):
+            return
+        self.log.info("file_limit_recovered", stage=rt.name, was=rt.out_of_files)
+        rt.out_of_files = None
+        self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
+
+    def _worked_since_start(self, rt: StageRuntime, after_s: float) -> bool:
+        """Running, and since its last start it did a unit of work or ran `after_s`."""
+        if rt.state != StageState.RUNNING:
+            return False
         units, started = rt.run_mark
-        if self.units(rt) > units or time.monotonic() - started >= DISK_FULL_CLEAR_S:
-            self.log.info("disk_space_recovered", stage=rt.name, was=rt.disk_full)
-            rt.disk_full = None
-            self._set_state(rt, StageState.RUNNING)
+        return self.units(rt) > units or time.monotonic() - started >= after_s
 
     async def _loop_lag(self) -> None:
         interval = 0.25
