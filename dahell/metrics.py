@@ -47,14 +47,8 @@ class _StageCollector(Collector):
         disk = GaugeMetricFamily(
             "dahell_stage_disk_full", "1 while the stage retries on a full disk", labels=["stage"]
         )
-        files = GaugeMetricFamily(
-            "dahell_stage_out_of_files",
-            "1 while the stage retries at the open-file limit",
-            labels=["stage"],
-        )
         for name, rt in sup.runtimes.items():
             disk.add_metric([name], 1.0 if rt.disk_full else 0.0)
-            files.add_metric([name], 1.0 if rt.out_of_files else 0.0)
             for (outcome, reason), n in rt.ctx.counters.items():
                 units.add_metric([name, outcome, reason], n)
             for state in StageState:
@@ -65,7 +59,7 @@ class _StageCollector(Collector):
             depth.add_metric([name], queue.qsize())
         up = GaugeMetricFamily("dahell_up", "1 while every stage is healthy")
         up.add_metric([], 1.0 if sup.healthy()[0] else 0.0)
-        yield from (units, states, restarts, disk, files, depth, up)
+        yield from (units, states, restarts, disk, depth, up)
 
 
 class Metrics:

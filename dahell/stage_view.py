@@ -31,9 +31,6 @@ class StageRuntimeView(Protocol):
     def disk_full(self) -> str | None: ...
 
     @property
-    def out_of_files(self) -> str | None: ...
-
-    @property
     def ctx(self) -> Context: ...
 
 
