@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from dahell.embedder import sniff_image
+from dahell.image_decode import sniff_image
 
 __all__ = [
     "FetchFailed",
