@@ -12,7 +12,8 @@ tensor the model expects, exactly as transformers' `SiglipImageProcessor` does:
    dropped, not composited (as the reference does); 16-bit greyscale is scaled to 8 bits where
    the reference would clip it; the EXIF orientation is applied (the reference does not);
 2. scale by 1/255 and normalise with the manifest's mean and std, channels first, through a
-   256-entry float32 lookup table: the only float array is the [3, S, S] output.
+   256-entry float32 lookup table: the only float array of the image's size is the
+   float32 [3, S, S] output.
 
 `Embedder` runs the graph with the configured ONNX Runtime providers (those this onnxruntime
 offers, in the configured order), saves the optimised graph beside the model on the first load

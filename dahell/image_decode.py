@@ -138,8 +138,6 @@ def decode_rgb(
         raise
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from None
-    except MemoryError:
-        raise ImageRejected("decoded_too_large", f"{fmt}: out of memory while decoding") from None
     except Exception as exc:  # Pillow raises many types on corrupt input
         raise ImageRejected("decode_error", f"{fmt}: {type(exc).__name__}: {exc}") from None
 
