@@ -6,23 +6,14 @@ A model folder (written by `python -m dahell export-model`) holds `model.onnx` a
 `manifest.json` (see `ModelManifest`). `preprocess` turns image bytes into the float32 [3, S, S]
 tensor the model expects, exactly as transformers' `SiglipImageProcessor` does:
 
-1. decode with Pillow (format sniffed from the magic bytes; the pixel count is checked against
-   `max_pixels` from the header, before any pixel is decoded); animated images: first frame;
-2. apply the EXIF orientation (`ImageOps.exif_transpose`; the reference does not, so photos
-   without an orientation tag are unaffected and rotated phone photos come out upright);
-3. convert to RGB the way the reference does, `Image.convert("RGB")`: **alpha is dropped, not
-   composited**, so a transparent pixel takes the colour stored under it (often black or white);
-   palette, CMYK, greyscale and LA images go through the same call. One deliberate deviation:
-   16-bit greyscale (`I;16`, `I`) is scaled to 8 bits (value / 257) where Pillow's `convert`
-   would clip it to 255 (a white image);
-4. resize straight to S x S with PIL bicubic (no crop, aspect not kept), scale by 1/255,
-   normalise with the manifest's mean and std, channels first.
-
-JPEG draft mode (DCT-domain downscaling while decoding) is used only when the drafted image
-stays at least `DRAFT_MIN_FACTOR` (8) times the model's input size in both dimensions: the
-smallest factor that keeps the parity test's cosine >= 0.9999 (factor 4 gave 0.9994, 6 and 8
-0.99996 on the tiny model; see models/README.md). At 384 px that drafts only photos of 6144 px
-and more per side, the ones whose full decode costs most.
+1. decode, check the pixel and decoded-byte caps, convert to 8-bit RGB and resize straight to
+   S x S with PIL bicubic (no crop, aspect not kept): `dahell.image_decode.decode_rgb`, which
+   does it in strips of rows so that no full-size RGB or float copy is ever made; alpha is
+   dropped, not composited (as the reference does); 16-bit greyscale is scaled to 8 bits where
+   the reference would clip it; the EXIF orientation is applied (the reference does not);
+2. scale by 1/255 and normalise with the manifest's mean and std, channels first, through a
+   256-entry float32 lookup table: the only float array of the image's size is the
+   float32 [3, S, S] output.
 
 `Embedder` runs the graph with the configured ONNX Runtime providers (those this onnxruntime
 offers, in the configured order), saves the optimised graph beside the model on the first load
@@ -33,12 +24,11 @@ L2-normalised rows.
 from __future__ import annotations
 
 import contextlib
-import io
+import functools
 import json
 import os
 import tempfile
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +36,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from PIL import Image, ImageOps, JpegImagePlugin
 
 from dahell.errors import ModelNotFound
+from dahell.image_decode import (
+    DRAFT_MIN_FACTOR,
+    MAX_DECODED_BYTES,
+    REJECT_REASONS,
+    ImageRejected,
+    decode_rgb,
+    sniff_image,
+)
 from dahell.log import get_logger
 
 __all__ = [
     "DRAFT_MIN_FACTOR",
+    "MAX_DECODED_BYTES",
+    "REJECT_REASONS",
     "Embedder",
     "ImageRejected",
     "ModelManifest",
@@ -63,30 +62,8 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 GRAPH = "model.onnx"
-#: JPEG draft mode only while the drafted image keeps >= this many times S pixels per side.
-DRAFT_MIN_FACTOR = 8
 EXPORT_HINT = "export one with `python -m dahell export-model --out {folder}`"
-REJECT_REASONS = frozenset({"not_an_image", "decode_error", "too_many_pixels"})
-_PIL_FORMATS = {
-    "jpeg": "JPEG",
-    "png": "PNG",
-    "webp": "WEBP",
-    "gif": "GIF",
-    "bmp": "BMP",
-    "tiff": "TIFF",
-}
-_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})  # "I": when > 255
-
 log = get_logger(component="embedder")
-
-
-class ImageRejected(Exception):
-    """An image that cannot be embedded; `reason` is one of `REJECT_REASONS`."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -165,84 +142,16 @@ def load_manifest(model_dir: Path) -> ModelManifest:
         raise ModelNotFound("model_not_found", detail) from None
 
 
-def sniff_image(data: bytes) -> str | None:
-    """The image format by its magic bytes: jpeg, png, webp, gif, bmp, tiff, or None."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:2] == b"BM" and len(data) > 26:
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return None
-
-
-def preprocess(data: bytes, manifest: ModelManifest, max_pixels: int) -> npt.NDArray[np.float32]:
+def preprocess(
+    data: bytes, manifest: ModelManifest, max_pixels: int, max_bytes: int = MAX_DECODED_BYTES
+) -> npt.NDArray[np.float32]:
     """Image bytes -> float32 [3, S, S], as `SiglipImageProcessor` does (see the module doc).
 
-    Raises `ImageRejected` with reason `not_an_image`, `too_many_pixels` or `decode_error`.
+    Raises `ImageRejected` with reason `not_an_image`, `too_many_pixels`, `decoded_too_large`
+    or `decode_error`.
     """
-    fmt = sniff_image(data)
-    if fmt is None:
-        raise ImageRejected("not_an_image", f"unknown magic bytes {data[:8].hex()}")
-    size = manifest.image_size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as img:
-                _check_pixels(img, max_pixels)
-                _maybe_draft(img, size)
-                rgb = _to_rgb(_upright(img))
-                resized = rgb.resize((size, size), Image.Resampling.BICUBIC)
-    except ImageRejected:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageRejected("too_many_pixels", str(exc)) from None
-    except Exception as exc:  # Pillow raises many types on corrupt input
-        raise ImageRejected("decode_error", f"{fmt}: {type(exc).__name__}: {exc}") from None
-    return _normalise(np.asarray(resized, dtype=np.uint8), manifest)
-
-
-def _check_pixels(img: Image.Image, max_pixels: int) -> None:
-    width, height = img.size
-    if width * height > max_pixels:
-        raise ImageRejected("too_many_pixels", f"{width}x{height} > {max_pixels} pixels")
-    if width < 1 or height < 1:
-        raise ImageRejected("decode_error", f"empty image {width}x{height}")
-
-
-def _maybe_draft(img: Image.Image, size: int) -> None:
-    """Let libjpeg downscale by 2, 4 or 8 while keeping >= DRAFT_MIN_FACTOR x size per side."""
-    if isinstance(img, JpegImagePlugin.JpegImageFile) and img.mode in ("RGB", "L"):
-        # Pillow picks the largest scale that keeps both sides >= the requested size.
-        target = size * DRAFT_MIN_FACTOR
-        img.draft(img.mode, (target, target))
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; skip `exif_transpose`'s full copy when there is none."""
-    if img.getexif().get(0x0112, 1) in (0, 1):
-        return img
-    return ImageOps.exif_transpose(img)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Pillow's own conversion, as the reference does (alpha dropped); 16-bit scaled to 8."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in _SIXTEEN_BIT:
-        wide = np.asarray(img, dtype=np.float64)
-        if img.mode != "I" or wide.max(initial=0) > 255:
-            wide = np.rint(wide / 257.0)
-        eight = np.clip(wide, 0, 255).astype(np.uint8)
-        return Image.fromarray(eight).convert("RGB")
-    return img.convert("RGB")
+    rgb = decode_rgb(data, manifest.image_size, max_pixels, max_bytes)
+    return _normalise(np.asarray(rgb, dtype=np.uint8), manifest)
 
 
 def _normalise(pixels: npt.NDArray[np.uint8], manifest: ModelManifest) -> npt.NDArray[np.float32]:
@@ -254,13 +163,21 @@ def _normalise(pixels: npt.NDArray[np.uint8], manifest: ModelManifest) -> npt.ND
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _lookup_table(manifest: ModelManifest) -> npt.NDArray[np.float32]:
+    """float32 [3, 256]: the normalised value of each byte per channel.
+
+    The rescale is computed in float64 then cast, over these 256 values only, because that is
+    the reference's arithmetic (`astype(float64) * scale`, then float32): the table then holds
+    exactly the reference's numbers.
+    """
     values = np.arange(256, dtype=np.float64) * manifest.rescale_factor
-    mean = np.asarray(manifest.mean, dtype=np.float64)[:, None]
-    std = np.asarray(manifest.std, dtype=np.float64)[:, None]
-    # Same arithmetic order as the reference: rescale to float32, then (x - mean) / std.
     rescaled = values.astype(np.float32)[None, :]
-    return ((rescaled - mean.astype(np.float32)) / std.astype(np.float32)).astype(np.float32)
+    mean = np.asarray(manifest.mean, dtype=np.float32)[:, None]
+    std = np.asarray(manifest.std, dtype=np.float32)[:, None]
+    table = ((rescaled - mean) / std).astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 class Embedder:

@@ -4,13 +4,19 @@
 from `dahell.reasons.EMBED_FAILURE_REASONS` and whether trying again later may help:
 
     reason                      transient   when
-    invalid_url                 no          the URL cannot be parsed or has no host
+    invalid_url                 no          the URL (or a redirect's Location) cannot be
+                                            parsed or has no host
     scheme_not_allowed          no          not http/https (file://, data:, ftp:, ...)
     host_not_allowed            no          host not in the allow-list (checked before any
                                             connection, for the first URL and every redirect)
     address_not_allowed         no          the host resolved to a loopback, private,
                                             link-local, multicast, unspecified or reserved
-                                            address that the allow-list does not name as an IP
+                                            address that the allow-list does not name as an IP,
+                                            or to an IPv6 form of one (IPv4-mapped ::ffff:0:0/96,
+                                            NAT64 64:ff9b::/96 and 6to4 2002::/16 are judged by
+                                            the IPv4 address they carry; IPv4-compatible ::/96,
+                                            local NAT64 64:ff9b:1::/48 and Teredo 2001::/32 are
+                                            always refused)
     too_many_redirects          no          more than `max_redirects` hops, or a loop
     http_<status>               5xx, 429,   the final answer was not 2xx
                                 408 only
@@ -45,7 +51,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from dahell.embedder import sniff_image
+from dahell.image_decode import sniff_image
 
 __all__ = [
     "FetchFailed",
@@ -63,6 +69,12 @@ TRANSIENT_STATUSES = frozenset({408, 429})
 CHUNK_BYTES = 64 * 1024
 SNIFF_BYTES = 32
 USER_AGENT = "dahell-vectorizer/0.1"
+#: IPv6 forms refused whatever they carry: IPv4-compatible (::/96, deprecated, `::127.0.0.1`),
+#: local-use NAT64 (where the IPv4 part sits depends on the site) and Teredo (a tunnel to any
+#: IPv4 host). Python's `is_global` calls some of them global.
+_TUNNELS_REFUSED = tuple(ipaddress.IPv6Network(n) for n in ("::/96", "64:ff9b:1::/48", "2001::/32"))
+#: IPv6 forms whose last 32 bits are the IPv4 host reached: well-known NAT64, IPv4-translated.
+_IPV4_SUFFIXED = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96"))
 
 
 class FetchFailed(Exception):
@@ -129,7 +141,26 @@ def address_refused(address: str, port: int, explicit: Explicit) -> bool:
         ip = ip.ipv4_mapped
     if (str(ip), None) in explicit or (str(ip), port) in explicit:
         return False
-    return not ip.is_global or ip.is_multicast
+    return not _public(ip)
+
+
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global unicast, and for an IPv6 form that carries an IPv4 address, that one too."""
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return True
+    if any(ip in net for net in _TUNNELS_REFUSED):
+        return False
+    embedded = _embedded_ipv4(ip)
+    return embedded is None or _public(embedded)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64, IPv4-translated or 6to4 address leads to (the host reached)."""
+    if any(ip in net for net in _IPV4_SUFFIXED):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
 
 
 class AddressNotAllowed(OSError):
@@ -185,17 +216,25 @@ def check_url(url: str | URL, allowed_hosts: frozenset[str]) -> URL:
     """The parsed URL if its scheme and host may be fetched; `FetchFailed` otherwise."""
     try:
         parsed = url if isinstance(url, URL) else URL(url)
+        scheme, host, port = (parsed.scheme or "").lower(), (parsed.host or "").lower(), parsed.port
     except (ValueError, TypeError) as exc:
-        raise FetchFailed("invalid_url", f"{str(url)[:200]}: {exc}") from None
-    scheme = (parsed.scheme or "").lower()
+        raise FetchFailed("invalid_url", f"{_short(url)}: {exc}") from None
     if scheme not in ALLOWED_SCHEMES:
         raise FetchFailed("scheme_not_allowed", f"scheme {scheme or '(none)'!r} in {_short(url)}")
-    host = (parsed.host or "").lower()
     if not host:
         raise FetchFailed("invalid_url", f"no host in {_short(url)}")
-    if host not in allowed_hosts and f"{_bracket(host)}:{parsed.port}" not in allowed_hosts:
-        raise FetchFailed("host_not_allowed", f"host {host}:{parsed.port} is not allowed")
+    if host not in allowed_hosts and f"{_bracket(host)}:{port}" not in allowed_hosts:
+        raise FetchFailed("host_not_allowed", f"host {host}:{port} is not allowed")
     return parsed
+
+
+def _redirect_target(base: URL, location: str) -> URL:
+    """Where a redirect leads; `invalid_url` (final) for a Location yarl refuses (a backslash
+    in the authority, a bad IPv6 literal, a port out of range), not an uncaught ValueError."""
+    try:
+        return base.join(URL(location))
+    except (ValueError, TypeError) as exc:
+        raise FetchFailed("invalid_url", f"redirect to {_short(location)}: {exc}") from None
 
 
 def _bracket(host: str) -> str:
@@ -248,7 +287,7 @@ class ImageFetcher:
             async with self.session.get(url, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in REDIRECT_STATUSES and location:
-                    url = check_url(url.join(URL(location)), self.limits.allowed_hosts)
+                    url = check_url(_redirect_target(url, location), self.limits.allowed_hosts)
                     if str(url) in seen:
                         raise FetchFailed("too_many_redirects", f"redirect loop back to {url}")
                     seen.add(str(url))

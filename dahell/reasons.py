@@ -46,6 +46,11 @@ EMBED_FAILURE_REASONS: dict[str, str] = {
     "decode_error": "the image is corrupt or truncated",
     "too_many_pixels": "the image is larger than vectorizer.max_image_pixels "
     "(a decompression bomb guard)",
+    "decoded_too_large": "decoding the image would hold more memory than one image may "
+    "(dahell.image_decode.MAX_DECODED_BYTES, 280 MB): width x height x the bytes per pixel of "
+    "its decoded mode, plus the RGB working copy; so an image within "
+    "vectorizer.max_image_pixels can still be refused (a large WebP, whose decoder holds extra "
+    "copies; any image once max_image_pixels is raised past what that memory holds)",
     "lease_expired": "vectorizer.max_attempts workers claimed the image and none finished it "
     "(each was killed or crashed while holding it): given up, it may be what kills them",
     "internal_error": "an unexpected error while preparing this image (a bug: the log has the "

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import threading
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 from PIL import Image
 
 from dahell import embedder as embedder_mod
-from dahell.embedder import Embedder, load_manifest, preprocess
+from dahell.embedder import Embedder, ImageRejected, load_manifest, preprocess
 from dahell.errors import ModelNotFound
+from dahell.image_decode import working_bytes
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny-siglip"
 CPU = ["CPUExecutionProvider"]
@@ -170,6 +172,83 @@ def test_bad_manifest_or_graph_raises_model_not_found(model_dir: Path) -> None:
     (model_dir / "model.onnx").write_bytes(b"\x00garbage")
     with pytest.raises(ModelNotFound, match="cannot be loaded"):
         Embedder.load(model_dir, CPU)
+
+
+# --- hostile images: bytes, not pixels, bound the memory (issue 17) ---------------------------
+
+
+def grey_pair(width: int, height: int, seed: int) -> tuple[bytes, bytes]:
+    """A greyscale photo as an 8-bit PNG and as a 16-bit PNG whose low byte is noise."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    eight = np.asarray(Image.fromarray(base).resize((width, height), Image.Resampling.BICUBIC))
+    noise = rng.integers(-128, 129, eight.shape)
+    sixteen = np.clip(eight.astype(np.int64) * 257 + noise, 0, 65535).astype(np.uint16)
+    return png_bytes(Image.fromarray(eight)), png_bytes(Image.fromarray(sixteen))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_sixteen_bit_greyscale_image_embeds_like_its_eight_bit_twin(model_dir: Path) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    eight, sixteen = grey_pair(1400, 1000, 3)
+    assert Image.open(io.BytesIO(sixteen)).mode == "I;16"
+    vectors = embedder.embed(
+        np.stack([preprocess(d, embedder.manifest, 10**8) for d in (eight, sixteen)])
+    )
+    assert float(vectors[0] @ vectors[1]) >= 0.99999
+
+
+def prepare_batch(datas: list[bytes], embedder: Embedder, max_bytes: int) -> list[object]:
+    """What the vectorizer does per image: a tensor, or the reason it was refused."""
+    out: list[object] = []
+    for data in datas:
+        try:
+            out.append(preprocess(data, embedder.manifest, 10**8, max_bytes))
+        except ImageRejected as exc:
+            out.append(exc.reason)
+    return out
+
+
+def test_an_image_over_the_decoded_byte_cap_is_refused_and_its_neighbours_embed(
+    model_dir: Path,
+) -> None:
+    embedder = Embedder.load(model_dir, CPU)
+    size = embedder.manifest.image_size
+    eight, sixteen = grey_pair(1200, 1000, 4)
+    cap = working_bytes("L", (1200, 1000), size)  # the 8-bit twin fits, the 16-bit one does not
+    batch = [photo(1), sixteen, eight, photo(2)]
+    prepared = prepare_batch(batch, embedder, cap)
+    assert prepared[1] == "decoded_too_large"
+    survivors = [p for p in prepared if isinstance(p, np.ndarray)]
+    assert len(survivors) == 3
+    together = embedder.embed(np.stack(survivors))
+    alone = [embedder.embed(preprocess(d, embedder.manifest, 10**8)[None])[0] for d in batch[::2]]
+    np.testing.assert_allclose(together[[0, 1]], np.stack(alone), atol=1e-5)
+    np.testing.assert_allclose(together[2], embedder.embed(survivors[2][None])[0], atol=1e-5)
+
+
+def test_a_big_sixteen_bit_image_is_preprocessed_without_a_full_size_array(
+    model_dir: Path,
+) -> None:
+    """tracemalloc sees numpy's buffers: the old code's float64 copy alone was 8 bytes a pixel."""
+    manifest = load_manifest(model_dir)
+    width, height = 4000, 3000
+    gradient = np.linspace(0, 65535, width, dtype=np.float32)[None, :].repeat(height, 0)
+    data = png_bytes(Image.fromarray(gradient.astype(np.uint16)))
+    del gradient
+    tracemalloc.start()
+    try:
+        pixels = preprocess(data, manifest, 10**8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pixels.dtype == np.float32 and pixels.shape == (3, 32, 32)
+    assert peak < width * height // 2, f"numpy peak {peak / 1e6:.1f} MB"
 
 
 # --- export-model --preset -----------------------------------------------------------------

@@ -24,12 +24,21 @@ from dahell.fetch import (
     explicit_addresses,
     make_session,
 )
+from dahell.reasons import TRANSIENT_EMBED_FAILURES
 
 
 def jpeg() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 200, 30)).save(buf, "JPEG")
     return buf.getvalue()
+
+
+BAD_LOCATIONS = [
+    "http://127.0.0.1\\@evil.example/x.jpg",  # backslash in the authority
+    "http://evil\\example.com/x.jpg",
+    "http://[::1/x.jpg",
+    "http://127.0.0.1:99999/x.jpg",
+]
 
 
 class Server:
@@ -65,6 +74,9 @@ class Server:
             raise web.HTTPTemporaryRedirect(self.url("/ok.jpg", host="localhost"))
         if path.startswith("/to-name/"):  # a name that resolves to 127.0.0.1, on another port
             raise web.HTTPFound(f"http://localhost:{path.rsplit('/', 1)[1]}/ok.jpg")
+        if path.startswith("/to-bad/"):  # set by hand: aiohttp's own redirects parse the URL
+            location = BAD_LOCATIONS[int(path.rsplit("/", 1)[1])]
+            return web.Response(status=302, headers={"Location": location})
         if path == "/to-file":
             raise web.HTTPFound("file:///etc/passwd")
         if path == "/json":
@@ -119,6 +131,17 @@ async def test_more_redirects_than_allowed_are_refused(
     err = await failure(fetcher, server.url("/hop/4"))
     assert (err.reason, err.transient) == ("too_many_redirects", False)
     assert server.requests["/ok.jpg"] == 0
+
+
+@pytest.mark.parametrize("index", range(len(BAD_LOCATIONS)))
+async def test_a_redirect_to_an_unparsable_location_is_a_final_invalid_url(
+    fetcher: ImageFetcher, server: Server, index: int
+) -> None:
+    err = await failure(fetcher, server.url(f"/to-bad/{index}"))
+    assert (err.reason, err.transient) == ("invalid_url", False)
+    assert err.reason not in TRANSIENT_EMBED_FAILURES
+    assert BAD_LOCATIONS[index][:20] in err.detail
+    assert sum(server.requests.values()) == 1  # nothing was followed
 
 
 async def test_redirects_off_the_allow_list_are_refused_before_connecting(

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dahell import image_decode
 from dahell.embedder import ImageRejected, ModelManifest, preprocess, sniff_image
+from dahell.image_decode import working_bytes
+from dahell.reasons import EMBED_FAILURE_REASONS
 
 SIZE = 32
 MANIFEST = ModelManifest(
@@ -195,3 +198,65 @@ def test_same_bytes_give_the_same_tensor() -> None:
     np.testing.assert_array_equal(
         preprocess(data, MANIFEST, MAX_PIXELS), preprocess(data, MANIFEST, MAX_PIXELS)
     )
+
+
+# --- decoded bytes, strips, 16 bits (issue 17) ------------------------------------------------
+
+
+def noisy(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """RGBA pixels with detail at every scale, so that any rounding difference would show."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 4), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "CMYK", "1"])
+def test_strips_give_exactly_the_whole_image_conversion(mode: str) -> None:
+    rgba = Image.fromarray(noisy(1500, 1100), "RGBA")
+    img = rgba.convert("RGB").convert("P") if mode == "P" else rgba.convert(mode)
+    rows = image_decode.STRIP_BYTES // (img.width * 4)
+    assert img.height > 2 * rows  # several strips, the last one short
+    got = image_decode.decode_rgb(
+        encode(img, "PNG" if mode != "CMYK" else "TIFF"), SIZE, MAX_PIXELS
+    )
+    expected = img.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_sixteen_bit_rounds_to_its_eight_bit_twin_in_strips() -> None:
+    eight = noisy(1300, 900)[..., 0]
+    low_byte = np.random.default_rng(1).integers(-128, 129, eight.shape)
+    sixteen = np.clip(eight.astype(np.int64) * 257 + low_byte, 0, 65535).astype(np.uint16)
+    got = image_decode.decode_rgb(encode(Image.fromarray(sixteen), "PNG"), SIZE, MAX_PIXELS)
+    twin = Image.fromarray(eight).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(twin))
+
+
+def test_the_decoded_byte_count_follows_the_mode() -> None:
+    dims = (4000, 3000)
+    grey, sixteen, rgba = (working_bytes(m, dims, SIZE) for m in ("L", "I;16", "RGBA"))
+    pixels = dims[0] * dims[1]
+    assert sixteen - grey == pixels  # 2 bytes a pixel against 1
+    assert rgba - grey == 3 * pixels  # Pillow holds RGBA (and RGB, CMYK, LA) in 4
+    assert working_bytes("RGB", dims, SIZE) == 4 * pixels + SIZE * dims[1] * 4
+    assert working_bytes("RGB", dims, SIZE, "webp") > 3 * working_bytes("RGB", dims, SIZE) // 2
+    # Narrower than S: converted whole, so the RGB copy is counted too.
+    assert working_bytes("L", (SIZE - 1, 10_000), SIZE) > 5 * (SIZE - 1) * 10_000
+
+
+def test_the_decoded_byte_cap_refuses_what_the_pixel_cap_lets_through() -> None:
+    dims = (1200, 1000)
+    sixteen = encode(Image.fromarray(np.zeros(dims[::-1], dtype=np.uint16)), "PNG")
+    eight = encode(Image.new("L", dims), "PNG")
+    cap = working_bytes("L", dims, SIZE)
+    check(preprocess(eight, MANIFEST, MAX_PIXELS, cap))
+    with pytest.raises(ImageRejected) as info:
+        preprocess(sixteen, MANIFEST, MAX_PIXELS, cap)
+    assert info.value.reason == "decoded_too_large"
+    assert "1200x1000 I;16" in info.value.detail
+    assert "decoded_too_large" in EMBED_FAILURE_REASONS
+
+
+def test_the_default_caps_take_the_largest_allowed_image_of_every_kind() -> None:
+    side = 8000  # the default max_image_pixels, 64 M
+    for mode in ("L", "P", "I;16", "LA", "RGB", "RGBA", "CMYK"):
+        assert working_bytes(mode, (side, side), 384) <= image_decode.MAX_DECODED_BYTES, mode
