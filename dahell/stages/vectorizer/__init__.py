@@ -40,10 +40,11 @@ truth):
   URL resets it); they never count toward `max_attempts`. `internal_error` (a dahell bug) is
   retried with the same backoff while `attempts - transient_failures < max_attempts`. The image's
   own faults (other 4xx such as 404/410, not_an_image, decode_error, too_large, too_many_pixels,
-  host/scheme refused, invalid_url, no_image) fail for good at once: retrying a deterministic
-  answer only costs traffic. "For good" is `next_attempt_at = 'infinity'`. A new image URL makes
-  the loader reset the row (pending, attempts 0, next_attempt_at now()); to retry failures by
-  hand: `UPDATE embedding_jobs SET state='pending', attempts=0, next_attempt_at=now() WHERE ...`.
+  decoded_too_large, host/scheme refused, invalid_url, no_image) fail for good at once: retrying
+  a deterministic answer only costs traffic. "For good" is `next_attempt_at = 'infinity'`. A new
+  image URL makes the loader reset the row (pending, attempts 0, next_attempt_at now()); to retry
+  failures by hand:
+  `UPDATE embedding_jobs SET state='pending', attempts=0, next_attempt_at=now() WHERE ...`.
 - **Lost workers**: `vectorizer.max_attempts` bounds the claims that end without a transient
   failure: a row whose `attempts - transient_failures` reached `max_attempts` and whose last
   lease also expired is failed for good with `lease_expired` (an image that kills its worker must
