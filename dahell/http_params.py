@@ -9,8 +9,8 @@ it. The kinds are what PostgreSQL and Python accept, so that a client's mistake 
 - `identifier()`: ASCII digits only (`"²".isdigit()` is true), within bigint;
 - `integer(lo, hi)`: an optional minus and ASCII digits, within [lo, hi] (itself within bigint);
 - `number(lo, hi)`: a finite decimal number within [lo, hi];
-- `text(max_chars)`: no NUL (PostgreSQL text cannot hold one), no lone surrogate (an invalid
-  UTF-8 percent escape), at most `max_chars` characters;
+- `text(max_chars)`: no NUL (PostgreSQL text cannot hold one), no U+FFFD (what aiohttp makes
+  of an invalid UTF-8 percent escape) or lone surrogate, at most `max_chars` characters;
 - `choice(*values)`;
 - `timestamp()`: ISO 8601, naive means UTC, between `EARLIEST` and `LATEST` in UTC (the sales
   windows subtract days from it; PostgreSQL and Python both hold that range).
@@ -81,6 +81,8 @@ class Param:
     default: Any = None
     #: A path value that does not fit answers 404 instead (a static file name).
     missing_is_404: bool = False
+    #: The range of an integer or number.
+    bounds: tuple[float, float] | None = None
 
 
 def identifier() -> Param:
@@ -104,7 +106,7 @@ def integer(lo: int, hi: int, default: int | None = None) -> Param:
         return value
 
     assert BIGINT_MIN <= lo <= hi <= BIGINT_MAX
-    return Param("integer", parse, default)
+    return Param("integer", parse, default, bounds=(lo, hi))
 
 
 def number(lo: float, hi: float, default: float | None = None) -> Param:
@@ -116,7 +118,7 @@ def number(lo: float, hi: float, default: float | None = None) -> Param:
             raise ValueError(f"must be a number between {lo:g} and {hi:g}, got {_show(raw)}")
         return value
 
-    return Param("number", parse, default)
+    return Param("number", parse, default, bounds=(lo, hi))
 
 
 def text(max_chars: int, default: str | None = None) -> Param:
@@ -133,6 +135,8 @@ def check_text(raw: str, max_chars: int) -> None:
         raise ValueError(f"at most {max_chars} characters, got {len(raw)}")
     if "\x00" in raw:
         raise ValueError("must not contain a NUL character")
+    if "\ufffd" in raw:  # what an invalid UTF-8 percent escape in a query decodes to
+        raise ValueError("is not valid UTF-8 (an undecodable percent escape)")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError:
