@@ -36,7 +36,7 @@ from aiohttp.web_protocol import RequestHandler
 from dahell import __version__, similar
 from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard
 from dahell.http_params import Args, identifier, integer, route, static_name, text
-from dahell.http_safety import ErrorMiddleware, public_reasons, security_headers
+from dahell.http_safety import ErrorMiddleware, SecurityHeaders, public_reasons
 from dahell.metrics import CONTENT_TYPE
 from dahell.research import api as research_api
 from dahell.status_command import gather_counts
@@ -86,7 +86,9 @@ class StatusServer:
     def app(self) -> web.Application:
         middlewares = [self.guard.track_requests, self._errors.handle, self._check_host, self._auth]
         app = web.Application(middlewares=middlewares)
-        app.on_response_prepare.append(security_headers)
+        app.on_response_prepare.append(
+            SecurityHeaders(lambda: self.sup.config.loader.image_base_url)
+        )
         app.add_routes(
             [
                 route("/", self.index),

@@ -1,10 +1,11 @@
 """What every response of the status server carries, and what an unexpected error becomes.
 
-- `security_headers`: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and
+- `SecurityHeaders`: `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and
   `Referrer-Policy: no-referrer` on every response; a Content-Security-Policy on the pages. The
   pages load only their own scripts and styles; product photos come from the Dropi CDN (any
-  https image); the favicon is a `data:` URL; the charts set colours through `style` attributes
-  (`style-src-attr`). Nothing may frame them.
+  https image; a plain-http `loader.image_base_url` is added, for the demo); the favicon is a
+  `data:` URL; the charts set colours through `style` attributes (`style-src-attr`). Nothing
+  may frame them.
 - `ErrorMiddleware`: a handler's unexpected exception is a 500 `{"error": "internal_error"}`,
   logged once as `http_request_failed` with its traceback (aiohttp would log it again as
   "Error handling request"); a database that cannot be reached is a 503
@@ -24,16 +25,19 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from dahell import db
 from dahell.http_guard import ThrottledEvent
 
-__all__ = ["CSP", "ErrorMiddleware", "public_reasons", "security_headers"]
+__all__ = ["CSP", "ErrorMiddleware", "SecurityHeaders", "content_security_policy", "public_reasons"]
 
+#: The policy of the pages; `{images}` gains the configured image origin when it is plain http
+#: (the demo's and the tests' local simulator).
 CSP = "; ".join(
     [
         "default-src 'self'",
-        "img-src 'self' https: data:",
+        "img-src 'self' https: data:{images}",
         "style-src 'self'",
         "style-src-attr 'unsafe-inline'",
         "object-src 'none'",
@@ -55,12 +59,25 @@ _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+class SecurityHeaders:
     """`on_response_prepare`: the headers every answer carries (errors and 404s included)."""
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
-    if response.content_type == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CSP)
+
+    def __init__(self, image_base_url: Callable[[], str]) -> None:
+        self._image_base_url = image_base_url
+
+    async def __call__(self, request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        if response.content_type == "text/html":
+            policy = content_security_policy(self._image_base_url())
+            response.headers.setdefault("Content-Security-Policy", policy)
+
+
+def content_security_policy(image_base_url: str) -> str:
+    """The pages' policy: https images anywhere (the Dropi CDN), plus a plain-http image origin."""
+    url = URL(image_base_url)
+    local = url.scheme == "http" and url.host
+    return CSP.format(images=f" {url.origin()}" if local else "")
 
 
 class ErrorMiddleware:
