@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from dahell import __version__, similar
 from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard
@@ -138,7 +137,7 @@ class StatusServer:
         )
         return http.listen
 
-    def _new_handler(self) -> RequestHandler:
+    def _new_handler(self) -> web.RequestHandler:
         assert self.runner is not None and self.runner.server is not None
         return self.runner.server()
 

@@ -1,8 +1,8 @@
 """Limits on the status server's connections: a header-read timeout and a cap on open connections.
 
-aiohttp has no header-read timeout: its `RequestHandler` closes a connection only after
-`keepalive_timeout` without a request, and reads a request head sent one byte a minute for as long
-as it takes. Three hundred such half-sent requests once held the daemon's file descriptors until
+aiohttp has no header-read timeout: its `RequestHandler` closes a connection whose request head
+is still arriving only when `keepalive_timeout` runs out (3,630 s by default), however slowly the
+bytes come. Three hundred such half-sent requests once held the daemon's file descriptors until
 the scraper could not start its browser. So the server's protocol factory is wrapped: each
 connection is a `GuardedConnection` that forwards every call to aiohttp's handler and knows its
 phase:
@@ -34,7 +34,6 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 __all__ = [
     "PAGE_QUERY_SLOTS",
@@ -108,7 +107,7 @@ class ConnectionGuard:
 
     def __init__(
         self,
-        factory: Callable[[], RequestHandler],
+        factory: Callable[[], web.RequestHandler],
         *,
         header_timeout_s: float,
         max_connections: int,
@@ -119,7 +118,7 @@ class ConnectionGuard:
         self._open: OrderedDict[GuardedConnection, None] = OrderedDict()
         self._heads: OrderedDict[GuardedConnection, None] = OrderedDict()  # oldest first
         self._idle: OrderedDict[GuardedConnection, None] = OrderedDict()
-        self._by_handler: dict[RequestHandler, GuardedConnection] = {}
+        self._by_handler: dict[web.RequestHandler, GuardedConnection] = {}
         self.limit_reached = ThrottledEvent("http_connection_limit_reached")
         self.header_timeouts = ThrottledEvent("http_header_timeout")
 
@@ -196,7 +195,7 @@ def _oldest(connections: OrderedDict[GuardedConnection, None]) -> GuardedConnect
 class GuardedConnection(asyncio.Protocol):
     """One connection: aiohttp's handler, its phase and its header timer."""
 
-    def __init__(self, guard: ConnectionGuard, inner: RequestHandler) -> None:
+    def __init__(self, guard: ConnectionGuard, inner: web.RequestHandler) -> None:
         self.guard = guard
         self.inner = inner
         self.phase = Phase.HEAD
