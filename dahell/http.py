@@ -35,7 +35,7 @@ from aiohttp import web
 from dahell import __version__, similar
 from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard
 from dahell.http_params import Args, identifier, integer, route, static_name, text
-from dahell.http_safety import ErrorMiddleware, SecurityHeaders, public_reasons
+from dahell.http_safety import ErrorMiddleware, SecurityHeaders, ServerLog, public_reasons
 from dahell.metrics import CONTENT_TYPE
 from dahell.research import api as research_api
 from dahell.status_command import gather_counts
@@ -81,6 +81,7 @@ class StatusServer:
             max_connections=http.max_connections,
         )
         self._errors = ErrorMiddleware()
+        self.server_log = ServerLog()
 
     def app(self) -> web.Application:
         middlewares = [self.guard.track_requests, self._errors.handle, self._check_host, self._auth]
@@ -124,7 +125,10 @@ class StatusServer:
         http = self.sup.config.http
         host, _, port = http.listen.rpartition(":")
         self.runner = web.AppRunner(
-            self.app(), access_log=None, keepalive_timeout=http.keepalive_timeout_s
+            self.app(),
+            access_log=None,
+            keepalive_timeout=http.keepalive_timeout_s,
+            logger=self.server_log,
         )
         await self.runner.setup()
         loop = asyncio.get_running_loop()
@@ -147,6 +151,7 @@ class StatusServer:
         if self.runner is not None:
             await self.runner.cleanup()
         self.guard.close()
+        self.server_log.bad_requests.close()
 
     @web.middleware
     async def _check_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -11,6 +11,9 @@
   "Error handling request"); a database that cannot be reached is a 503
   `database_unavailable`, a throttled warning (`http_database_unavailable`), not a traceback.
   Client mistakes never get here: `dahell.http_params` answers them with a 400 first.
+- `ServerLog`: aiohttp's own server logger, but a malformed request (a line too long, a bad
+  header, a NUL in the path: aiohttp answers 400 itself) is a client's mistake: a throttled
+  warning `http_bad_request` counted by kind, not an ERROR with a traceback per request.
 - `public_reasons`: /healthz's reasons as stage names, states and codes only. The supervisor's
   texts carry exception messages and paths; these codes are derived from their shape
   (`stage <name> is <state>[: <detail>]`), since the supervisor exposes no code of its own for
@@ -19,18 +22,28 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from dahell import db
 from dahell.http_guard import ThrottledEvent
 
-__all__ = ["CSP", "ErrorMiddleware", "SecurityHeaders", "content_security_policy", "public_reasons"]
+__all__ = [
+    "CSP",
+    "ErrorMiddleware",
+    "SecurityHeaders",
+    "ServerLog",
+    "content_security_policy",
+    "public_reasons",
+]
 
 #: The policy of the pages; `{images}` gains the configured image origin when it is plain http
 #: (the demo's and the tests' local simulator).
@@ -55,6 +68,7 @@ _REASON = re.compile(
     r"stage (?P<stage>\S+) is (?P<what>failed|stalled|out of disk space)(?:: (?P<rest>.*))?", re.S
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_WORD = re.compile(r"(?<!^)(?=[A-Z])")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,6 +119,21 @@ class ErrorMiddleware:
                 exc_info=exc,
             )
             return _json({"error": "internal_error"}, 500)
+
+
+class ServerLog(logging.Logger):
+    """The logger given to aiohttp's request handlers (see the module doc)."""
+
+    def __init__(self) -> None:
+        super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp")  # the handlers and levels of the real one
+        self.bad_requests = ThrottledEvent("http_bad_request")
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= exc_info.code < 500:
+            self.bad_requests.add(_WORD.sub("_", type(exc_info).__name__).lower())
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kw)
 
 
 def public_reasons(reasons: list[str]) -> list[str]:

@@ -423,3 +423,30 @@ async def test_when_every_connection_is_busy_a_newcomer_is_refused_with_503(
         slots.release()
         assert [s for s, _, _ in await asyncio.gather(*busy)] == [200, 200]
     assert (await fetch(server.port, "/healthz"))[0] == 200
+
+
+MALFORMED = [
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",  # line too long
+    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS to a plain port
+]
+
+
+async def test_a_malformed_request_is_a_400_and_a_counted_warning(
+    serve: Serve, error_logs: list[Any]
+) -> None:
+    server = await serve()
+    with structlog.testing.capture_logs() as events:
+        for raw in MALFORMED:
+            reader, writer = await _open(server.port, raw)
+            answer = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.0 400 Bad Request"), raw[:40]
+        server.server_log.bad_requests.close()
+    counted = [e for e in events if e["event"] == "http_bad_request"]
+    assert 1 <= len(counted) <= 2 and counted[0]["log_level"] == "warning"
+    assert counted[-1]["total"] == len(MALFORMED) - 1  # TLS bytes: aiohttp's own debug line
+    assert "line_too_long" in counted[0]
