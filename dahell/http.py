@@ -202,6 +202,7 @@ class StatusServer:
             "loop_lag_ms": round(self.sup.loop_lag_s * 1000, 2),
             "stages": {n: self.sup.stage_view(rt) for n, rt in self.sup.runtimes.items()},
             "queues": {n: q.qsize() for n, q in self.sup.queues.items()},
+            "http": self.guard.snapshot(),
             "totals": await self._cached_totals(),
             "history": list(self.sup.history),
             "recent_errors": list(self.sup.recent_errors),

@@ -126,6 +126,18 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         return len(self._open)
 
+    def snapshot(self) -> dict[str, Any]:
+        """For /status: open connections by phase, and the counts since start."""
+        phases = {phase.value: 0 for phase in Phase}
+        for connection in self._open:
+            phases[connection.phase.value] += 1
+        return {
+            "connections": phases,
+            "max_connections": self.max_connections,
+            "header_timeouts": self.header_timeouts.total,
+            "limit_reached": self.limit_reached.total,
+        }
+
     def __call__(self) -> asyncio.Protocol:
         cap = self.max_connections
         while len(self._open) >= cap:

@@ -323,6 +323,15 @@ async def test_status_keeps_the_texts(serve: Serve) -> None:
 # --- page-query slots -----------------------------------------------------------------------
 
 
+async def busy(server: StatusServer, count: int) -> None:
+    """Wait until `count` connections are handling a request (their heads are complete)."""
+    for _ in range(600):
+        if server.guard.snapshot()["connections"]["busy"] == count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {count} busy connections: {server.guard.snapshot()}")
+
+
 async def test_a_research_request_waits_for_a_page_query_slot(
     serve: Serve, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,7 +348,8 @@ async def test_a_research_request_waits_for_a_page_query_slot(
     async with slots:
         await slots.acquire()  # every slot taken by other page queries
         request = asyncio.create_task(fetch(server.port, "/api/research"))
-        await asyncio.sleep(0.5)  # time to run, if it did not wait
+        await busy(server, 1)
+        await asyncio.sleep(0.3)  # time to run, if it did not wait
         assert ran == [] and not request.done()
         slots.release()
         status, body, _ = await request
@@ -405,6 +415,8 @@ async def test_over_the_cap_the_oldest_half_sent_connection_makes_room(serve: Se
     reached = [e for e in events if e["event"] == "http_connection_limit_reached"]
     assert reached[0]["evicted"] == 1 and reached[0]["max_connections"] == 3
     assert server.guard.open_connections <= 3
+    _, status, _ = await fetch(server.port, "/status")
+    assert status["http"]["limit_reached"] >= 1 and status["http"]["max_connections"] == 3
     for _, writer in slow:
         writer.close()
 
@@ -416,12 +428,12 @@ async def test_when_every_connection_is_busy_a_newcomer_is_refused_with_503(
     slots = server.page_queries
     async with slots:
         await slots.acquire()
-        busy = [asyncio.create_task(fetch(server.port, "/api/products")) for _ in range(2)]
-        await asyncio.sleep(0.5)  # both requests are waiting for a slot
+        waiting = [asyncio.create_task(fetch(server.port, "/api/products")) for _ in range(2)]
+        await busy(server, 2)  # both requests wait for a slot
         status, body, _ = await fetch(server.port, "/healthz")
         assert status == 503 and body == {"error": "too_many_connections"}
         slots.release()
-        assert [s for s, _, _ in await asyncio.gather(*busy)] == [200, 200]
+        assert [s for s, _, _ in await asyncio.gather(*waiting)] == [200, 200]
     assert (await fetch(server.port, "/healthz"))[0] == 200
 
 
