@@ -7,13 +7,13 @@ a few retries. Nothing here raises into the caller, and the webhook URL (a secre
 logged: failures are described by status code or exception type only.
 
 Kinds: `failed`, `parked`, `stalled` (the stage entered that state), `disk_full` (it retries
-on a full disk) and `recovered` (it is running or idle again after one of those). An alert of
-one (stage, kind) sent less than `alerts.min_interval_s` after the last one of that (stage,
-kind) is held, not dropped: each stage holds only its latest alert, which goes out when the
-interval ends (or on close), unless the last alert sent for that stage already says the same.
-So the last word about a stage is always its latest state (failed -> recovered -> failed sends
-the final "failed"); alerts replaced while held are counted, and the next one sent says how
-many were suppressed.
+on a full disk), `out_of_files` (it waits for free file descriptors) and `recovered` (it is
+running or idle again after one of those). An alert of one (stage, kind) sent less than
+`alerts.min_interval_s` after the last one of that (stage, kind) is held, not dropped: each
+stage holds only its latest alert, which goes out when the interval ends (or on close), unless
+the last alert sent for that stage already says the same. So the last word about a stage is
+always its latest state (failed -> recovered -> failed sends the final "failed"); alerts
+replaced while held are counted, and the next one sent says how many were suppressed.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from dahell.config import Config
 from dahell.log import get_logger, redact_text
 
 BAD_STATES = frozenset({"failed", "parked", "stalled"})
-# A reason that is bad whatever the state: a stage retrying on a full disk (backoff, running).
-BAD_REASONS = frozenset({"disk_full"})
+# Reasons that are bad whatever the state: a stage retrying on a full disk or waiting for file
+# descriptors (backoff, running).
+BAD_REASONS = frozenset({"disk_full", "out_of_files"})
+TROUBLE = {"disk_full": "out of disk space", "out_of_files": "out of file descriptors"}
 GOOD_STATES = frozenset({"running", "idle"})
 ICONS = {
     "failed": ":red_circle:",
@@ -42,6 +44,7 @@ ICONS = {
     "stalled": ":warning:",
     "recovered": ":large_green_circle:",
     "disk_full": ":floppy_disk:",
+    "out_of_files": ":file_cabinet:",
 }
 QUEUE_SIZE = 256
 POST_TIMEOUT_S = 10.0
@@ -239,10 +242,10 @@ def message(alert: Alert, suppressed: int = 0, host: str = "") -> dict[str, Any]
             f"{ICONS['recovered']} {where}: stage *{alert.stage}* recovered: {alert.state} "
             f"again at {at} (was {reason} since {since.strftime('%H:%M UTC')}, {minutes} min)"
         )
-    elif alert.kind == "disk_full":
+    elif alert.kind in TROUBLE:
         text = (
-            f"{ICONS['disk_full']} {where}: stage *{alert.stage}* is out of disk space "
-            f"(disk_full), retrying (since {at})"
+            f"{ICONS[alert.kind]} {where}: stage *{alert.stage}* is {TROUBLE[alert.kind]} "
+            f"({alert.kind}), retrying (since {at})"
         )
     else:
         detail = f": {reason}" if reason else ""

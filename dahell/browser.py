@@ -2,6 +2,8 @@
 
 `playwright install` cannot download on every machine; Debian's `chromium` works through
 `executable_path`. The flags keep it headless-friendly as root and stop it calling home.
+The scraper's logged-in session that drives this browser is `dahell/stages/scraper/session.py`;
+the simulator's tests and the page tests start the same Chromium through here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Prometheus metrics, read from the supervisor's own state at scrape time.
 
+They read it through `stage_view.SupervisorView`, never the supervisor module itself: the
+supervisor builds the metrics, so an import back would be a cycle.
+
 Counters by outcome come straight from each stage's `ctx.counters`, the same numbers `/status`,
 the logs and the CLI show: one source of truth, no double bookkeeping.
 """
@@ -13,18 +16,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dahell.stage_view import SupervisorView
 from dahell.stages.base import StageState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from dahell.supervisor import Supervisor
-
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _StageCollector(Collector):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: SupervisorView) -> None:
         self.supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
@@ -61,7 +63,7 @@ class _StageCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: SupervisorView) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_StageCollector(supervisor))
         self._lag = Gauge(

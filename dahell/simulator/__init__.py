@@ -7,7 +7,9 @@
 Used by the tests, the scraper benchmark and `dahell demo`. Never contacts the internet.
 """
 
-from dahell.simulator.app import Faults, SimStats, Simulator, SimulatorConfig, make_jwt
+from dahell.simulator.app import Simulator
+from dahell.simulator.auth import make_jwt
 from dahell.simulator.catalog import ImageSpec
+from dahell.simulator.settings import Faults, SimStats, SimulatorConfig
 
 __all__ = ["Faults", "ImageSpec", "SimStats", "Simulator", "SimulatorConfig", "make_jwt"]

@@ -10,7 +10,7 @@ import signal
 import structlog
 
 from dahell import log as dahell_log
-from dahell.simulator.app import Faults, Simulator, SimulatorConfig
+from dahell.simulator import Faults, Simulator, SimulatorConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -15,13 +15,10 @@ the scraper, so a few quick passes carry capture times days apart, as a real wee
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import hmac
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -30,101 +27,23 @@ import orjson
 import structlog
 from aiohttp import web
 
+from dahell.simulator.auth import make_jwt, user_for, verify_jwt
 from dahell.simulator.catalog import (
     COUNTRY_PREFIX,
     Catalog,
     ImageSpec,
     Product,
     build_catalog,
-    move_pass,
 )
+from dahell.simulator.dynamics import move_pass
 from dahell.simulator.images import render
+from dahell.simulator.settings import SimStats, SimulatorConfig
 
 log = structlog.get_logger("dahell.simulator")
 
 CATALOG_PATH = "/api/products/v4/index"
 LOGIN_PATH = "/api/login"
 AUTH_MESSAGE = "Token is Expired"
-
-
-@dataclass
-class Faults:
-    """Misbehaviour switched on at run time (all off by default, except the firewall)."""
-
-    token_lifetime_s: float | None = None  # overrides SimulatorConfig.token_lifetime_s
-    is_success_false_every: int = 0  # every Nth catalog request: HTTP 200, isSuccess false
-    rate_limit_every: int = 0  # every Nth catalog request: 429 with Retry-After
-    retry_after_s: float = 1.0
-    require_browser_headers: bool = True  # 403 without a browser User-Agent and Origin
-    latency_s: float | None = None  # overrides SimulatorConfig.latency_s
-    fail_login: bool = False  # every login answers "wrong password"
-    clock_skew_s: float = 0.0  # the API's clock runs ahead: tokens expire early for the client
-
-
-@dataclass
-class SimulatorConfig:
-    products: int = 500
-    seed: int = 7
-    latency_s: float = 0.0
-    token_lifetime_s: float = 4 * 3600
-    email: str = "demo@dahell.test"
-    password: str = "s3cret-Pass"
-    two_factor_email: str = "2fa@dahell.test"
-    ui_page_size: int = 50  # what the JS app asks for per page
-    faults: Faults = field(default_factory=Faults)
-    churn: float = 0.0  # share of listings that vanish per pass (about as many new ones appear)
-    pass_days: float = 1.0  # simulated days between two passes
-    start_at: datetime | None = None  # simulated time of pass 0 (None: when the simulator starts)
-    advance_each_pass: bool = False  # a request for the first page after the last one: next pass
-    max_passes: int = 0  # with advance_each_pass: the last pass number it moves to (0: no limit)
-
-
-@dataclass
-class SimStats:
-    logins: int = 0
-    login_failures: int = 0
-    two_factor_logins: int = 0
-    page_requests: int = 0  # catalog requests that passed the firewall and the token check
-    pages_served: int = 0
-    rejected_401: int = 0
-    rejected_403: int = 0
-    rejected_429: int = 0
-    success_false: int = 0
-    preflights: int = 0
-    images_served: int = 0
-    images_broken: int = 0
-    served: list[tuple[int, int]] = field(default_factory=list)  # (startData, pageSize) served
-
-
-# --- JWT (HS256, stdlib only) --------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def make_jwt(claims: dict[str, Any], secret: bytes) -> str:
-    header = _b64(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
-    payload = _b64(orjson.dumps(claims))
-    signature = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-    return f"{header}.{payload}.{_b64(signature)}"
-
-
-def verify_jwt(token: str, secret: bytes) -> dict[str, Any] | None:
-    """The claims of a well-signed token (expired or not), else None."""
-    try:
-        header, payload, signature = token.split(".")
-        expected = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, _unb64(signature)):
-            return None
-        claims = orjson.loads(_unb64(payload))
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 # --- the simulator -------------------------------------------------------------------------
@@ -329,7 +248,7 @@ class Simulator:
             return _json(self._two_factor_answer(email))
         self.stats.logins += 1
         token = self._token(email, scope="full")
-        return _json({"isSuccess": True, "token": token, "objects": {"user": _user(email)}})
+        return _json({"isSuccess": True, "token": token, "objects": {"user": user_for(email)}})
 
     def _two_factor_answer(self, email: str) -> dict[str, Any]:
         return {
@@ -338,7 +257,7 @@ class Simulator:
             "twoFactor": True,
             "message": "Se envió un código de verificación a su correo",
             "token": self._token(email, scope="2fa", lifetime=300),
-            "objects": {"user": _user(email)},
+            "objects": {"user": user_for(email)},
         }
 
     def _token(self, email: str, scope: str, lifetime: float | None = None) -> str:
@@ -348,7 +267,7 @@ class Simulator:
         now = time.time()
         claims = {
             "iss": self.api_url + LOGIN_PATH,
-            "sub": _user(email)["id"],
+            "sub": user_for(email)["id"],
             "iat": int(now),
             "exp": int(now + lifetime),
             "scope": scope,
@@ -448,11 +367,6 @@ def _int(value: Any, default: int) -> int:
         return int(value)
     except (TypeError, ValueError):
         return default
-
-
-def _user(email: str) -> dict[str, Any]:
-    uid = int(hashlib.sha256(email.encode()).hexdigest()[:6], 16)
-    return {"id": uid, "email": email, "name": email.split("@")[0], "white_brand_id": 1}
 
 
 def _load_static() -> dict[str, str]:

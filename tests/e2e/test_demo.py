@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dahell.simulator.catalog import NOUNS
+from dahell.simulator.vocabulary import NOUNS
 from tests.e2e.conftest import free_port, stop_postmaster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,11 +23,11 @@ import pytest
 import structlog
 
 from dahell import config as config_mod
-from dahell import supervisor as supervisor_mod
 from dahell.errors import DatabaseUnavailable
 from dahell.http import StatusServer
 from dahell.stages.base import Context, StageState
 from dahell.supervisor import Supervisor
+from dahell.supervisor import policy as supervisor_mod
 from tests.e2e.conftest import free_port
 
 MakeConfig = Callable[..., config_mod.Config]
@@ -516,3 +518,176 @@ async def test_a_lost_embedded_database_on_a_full_disk_is_a_full_disk(
         await asyncio.wait_for(running, timeout=15)
     assert events(logs, "disk_full", stage="loader")
     assert not events(logs, "stage_failed")
+
+
+# --- out of file descriptors: waited out like a full disk, never a crash --------------------
+
+
+class LaunchError(Exception):
+    """What Playwright raises when the driver or the browser cannot spawn: text, no errno."""
+
+
+def emfile() -> OSError:
+    return OSError(errno.EMFILE, "Too many open files", "/data/journal/x.jsonl")
+
+
+def wrapped_emfile() -> BaseException:
+    try:
+        try:
+            raise emfile()
+        except OSError as exc:
+            raise RuntimeError("cannot open the journal") from exc
+    except RuntimeError as outer:
+        return outer
+
+
+def spawn_emfile() -> BaseException:
+    return LaunchError("BrowserType.launch: spawn EMFILE\nCall log:\n  - <launching>")
+
+
+class FileLimitStage:
+    """Fails with `error()` while `exhausted` is set, as any stage does at the file limit."""
+
+    name = "loader"
+
+    def __init__(self, error: Callable[[], BaseException]) -> None:
+        self.error = error
+        self.exhausted = True
+        self.runs = 0
+
+    async def run(self, ctx: Context) -> None:
+        self.runs += 1
+        await asyncio.sleep(0)
+        if self.exhausted:
+            raise self.error()
+        while not await ctx.sleep(0.05):
+            ctx.count("inserted")
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (emfile, "Too many open files: /data/journal/x.jsonl"),
+        (wrapped_emfile, "Too many open files: /data/journal/x.jsonl"),
+        (spawn_emfile, "BrowserType.launch: spawn EMFILE"),
+    ],
+    ids=["EMFILE", "wrapped", "message"],
+)
+async def test_running_out_of_file_descriptors_is_waited_out_and_named_not_a_crash(
+    error: Callable[[], BaseException],
+    said: str,
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+) -> None:
+    port = free_port()
+    config = make_config(
+        SUPERVISOR__MAX_RESTARTS="1",
+        SUPERVISOR__ON_STAGE_FAILURE="exit",
+        HTTP__LISTEN=f"127.0.0.1:{port}",
+        **FAST,
+    )
+    stage = FileLimitStage(error)
+    supervisor = Supervisor(config, [stage, SteadyStage()], pool)
+    server = StatusServer(supervisor)
+    await server.start()
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await until(lambda: stage.runs > 5, what="retries beyond max_restarts")
+        assert not running.done()  # not failed, and the process stays
+        loader = supervisor.runtimes["loader"]
+        assert loader.state != StageState.FAILED
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 503, body
+        (reason,) = body["reasons"]
+        assert "out_of_files" in reason and said in reason
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")
+        assert full["stages"]["loader"]["reason"] == "out_of_files"
+        metrics = await get_text(f"http://127.0.0.1:{port}/metrics")
+        assert "dahell_up 0.0" in metrics
+
+        stage.exhausted = False  # the files were closed: it resumes by itself
+        await until(lambda: supervisor.healthy()[0], what="healthy again")
+        status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and body["stages"]["loader"] == "running"
+        assert loader.ctx.counters[("inserted", "")] > 0
+    finally:
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+        await server.close()
+    assert code == 0
+    assert not events(logs, "stage_failed") and not events(logs, "stage_crashed")
+    assert events(logs, "stage_restarted", reason="out_of_files")
+    (reached,) = events(logs, "file_limit_reached", stage="loader")  # once, not once a retry
+    assert said in reached["error"]
+    assert events(logs, "file_limit_recovered", stage="loader")
+
+
+class DescriptorHog:
+    """Opens files until the process has none left and holds them for its first `holds` runs.
+
+    The supervisor handles each failure while no descriptor is free: its restart path must
+    need none.
+    """
+
+    name = "loader"
+
+    def __init__(self, holds: int) -> None:
+        self.holds = holds
+        self.runs = 0
+        self.held: list[int] = []
+        self.working = asyncio.Event()
+
+    async def run(self, ctx: Context) -> None:
+        self.runs += 1
+        await asyncio.sleep(0)
+        if self.runs <= self.holds:
+            while True:
+                self.held.append(os.open(os.devnull, os.O_RDONLY))  # raises EMFILE, at last
+        self.release()
+        self.working.set()
+        while not await ctx.sleep(0.05):
+            ctx.count("inserted")
+
+    def release(self) -> None:
+        while self.held:
+            os.close(self.held.pop())
+
+
+@pytest.fixture
+def few_descriptors() -> Iterator[None]:
+    """A soft open-file limit just above what the test process holds now (fast to exhaust)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, in_use + 64), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_the_supervisor_survives_a_real_file_limit_and_the_stage_resumes(
+    make_config: MakeConfig,
+    pool: asyncpg.Pool,
+    logs: list[dict[str, Any]],
+    signals_restored: None,
+    few_descriptors: None,
+) -> None:
+    config = make_config(SUPERVISOR__MAX_RESTARTS="1", SUPERVISOR__ON_STAGE_FAILURE="exit", **FAST)
+    stage = DescriptorHog(holds=4)
+    supervisor = Supervisor(config, [stage, SteadyStage()], pool)
+    running = asyncio.create_task(supervisor.run())
+    try:
+        await asyncio.wait_for(stage.working.wait(), timeout=10)
+        assert not running.done()
+        await until(lambda: supervisor.healthy()[0], what="healthy again")
+    finally:
+        stage.release()
+        supervisor.request_stop(0, "test over")
+        code = await asyncio.wait_for(running, timeout=15)
+    assert code == 0 and stage.runs == 5
+    assert len(events(logs, "stage_restarted", reason="out_of_files")) == 4
+    (reached,) = events(logs, "file_limit_reached", stage="loader")
+    assert "Too many open files" in reached["error"]
+    assert not events(logs, "stage_failed") and not events(logs, "stage_crashed")

@@ -243,3 +243,18 @@ async def test_a_full_disk_is_announced_once_and_its_recovery_too(
     assert "stage *scraper* is out of disk space (disk_full)" in texts[0]
     assert "stage *scraper* recovered: running again" in texts[1]
     assert "was disk_full since" in texts[1]
+
+
+async def test_running_out_of_file_descriptors_is_announced_once_and_its_recovery_too(
+    sender: AlertSender, webhook: Webhook
+) -> None:
+    # What the supervisor reports while a stage waits out EMFILE, then after descriptors return.
+    for _ in range(3):
+        sender.stage_changed("scraper", "running", "backoff", "out_of_files")
+        sender.stage_changed("scraper", "backoff", "running", "out_of_files")
+    sender.stage_changed("scraper", "running", "running", "")
+    texts = await webhook.wait_for(2)
+    await asyncio.sleep(0.2)
+    assert len(webhook.posts) == 2
+    assert "stage *scraper* is out of file descriptors (out_of_files)" in texts[0]
+    assert "was out_of_files since" in texts[1]

@@ -17,6 +17,20 @@ from dahell.daemon import EXIT_DATABASE, run_daemon
 from dahell.errors import DatabaseUnavailable, MigrationError
 
 REPO = Path(__file__).resolve().parents[2]
+CHECKOUT_LEFTOVERS = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "data",
+    "test-artifacts",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+)
 
 
 def copy_sql(tmp_path: Path) -> Path:
@@ -69,8 +83,14 @@ async def test_pending_migrations_are_applied_once_and_recorded(
 @pytest.mark.slow
 def test_the_wheel_ships_every_migration_and_finds_them(tmp_path: Path) -> None:
     out = tmp_path / "wheel"
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds, and a
+    # later wheel from the checkout would ship modules deleted since (seen after a refactor).
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*CHECKOUT_LEFTOVERS))
     pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*pip, str(REPO), "-w", str(out)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*pip, str(source), "-w", str(out)], check=True, capture_output=True, timeout=300
+    )
     (wheel,) = out.glob("dahell-*.whl")
     sources = sorted(p.name for p in (REPO / "sql").glob("*.sql"))
     with zipfile.ZipFile(wheel) as zf:

@@ -47,7 +47,7 @@ def test_script_reproduces_the_committed_model(tmp_path: Path) -> None:
 
 
 def test_missing_export_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(export, "_importable", lambda name: name != "torch")
+    monkeypatch.setattr(export.tower, "_importable", lambda name: name != "torch")
     with pytest.raises(DahellError, match=r"\[export\] extra") as info:
         export.export_model("anything", Path("unused"), "fp32", False)
     assert "torch" in str(info.value)

@@ -434,14 +434,14 @@ async def test_an_internal_error_still_stops_at_max_attempts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """max_attempts keeps bounding claims that end without a transient failure."""
-    from dahell.stages import vectorizer
+    from dahell.stages.vectorizer import downloads
 
     def broken(*args: object) -> None:
         raise ZeroDivisionError("a bug")
 
     await add_products(pool, {1: server.url("/img/red")})
     await pool.execute("UPDATE embedding_jobs SET attempts = 4, transient_failures = 3")
-    monkeypatch.setattr(vectorizer, "preprocess", broken)
+    monkeypatch.setattr(downloads, "preprocess", broken)
     await run_until_idle(pool, vectorizer_config(make_config, pg_dsn, model_dir, max_attempts="2"))
     row = (await jobs(pool))[1]
     assert (row["state"], row["reason"]) == ("failed", "internal_error")

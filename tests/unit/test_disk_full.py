@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from dahell.errors import InputUnreadable
-from dahell.supervisor import disk_full
+from dahell.supervisor.causes import disk_full
 
 
 def chained() -> BaseException:

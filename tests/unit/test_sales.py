@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dahell.i18n import format_cop, format_number, format_pct
 from dahell.research.groups import UnionFind
-from dahell.research.queries import daily_totals, margin_pct, money
+from dahell.research.items import daily_totals, margin_pct, money
 from dahell.research.sales import days_observed, per_day, rank_rate, units_sold
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
