@@ -16,8 +16,8 @@
   warning `http_bad_request` counted by kind, not an ERROR with a traceback per request.
 - `public_reasons`: /healthz's reasons as stage names, states and codes only. The supervisor's
   texts carry exception messages and paths; these codes are derived from their shape
-  (`stage <name> is <state>[: <detail>]`), since the supervisor exposes no code of its own for
-  a failed stage.
+  (`stage <name> is <state>[: <detail>]`, `stage <name> is out of <what>: <code>: <detail>`),
+  since the supervisor exposes no code of its own for a failed stage.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _REASON = re.compile(
-    r"stage (?P<stage>\S+) is (?P<what>failed|stalled|out of disk space)(?:: (?P<rest>.*))?", re.S
+    r"stage (?P<stage>\S+) is (?P<what>failed|stalled|out of [a-z ]+)(?:: (?P<rest>.*))?", re.S
 )
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _WORD = re.compile(r"(?<!^)(?=[A-Z])")
@@ -146,8 +146,9 @@ def _public(reason: str) -> str:
     if match is None:
         return "unhealthy"
     what, rest = match["what"], match["rest"] or ""
-    if what == "out of disk space":
-        code = "disk_full"
+    if what.startswith("out of "):  # "out of disk space: disk_full: <the file>"
+        first = rest.split(":", 1)[0]
+        code = first if _CODE.fullmatch(first) else "out_of_resources"
     elif what == "stalled":
         code = rest if _CODE.fullmatch(rest) else "no_progress"
     else:  # failed: more restarts than supervisor.max_restarts within its window

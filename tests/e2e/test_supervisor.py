@@ -600,9 +600,10 @@ async def test_running_out_of_file_descriptors_is_waited_out_and_named_not_a_cra
         assert loader.state != StageState.FAILED
         status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 503, body
-        (reason,) = body["reasons"]
+        assert body["reasons"] == ["stage loader is out of file descriptors: out_of_files"]
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")  # the detail is on /status
+        (reason,) = full["unhealthy_reasons"]
         assert "out_of_files" in reason and said in reason
-        _, full = await get_json(f"http://127.0.0.1:{port}/status")
         assert full["stages"]["loader"]["reason"] == "out_of_files"
         metrics = await get_text(f"http://127.0.0.1:{port}/metrics")
         assert "dahell_up 0.0" in metrics

@@ -51,6 +51,11 @@ async def test_each_kind_is_counted_apart() -> None:
             "stage v is out of disk space: disk_full: /data/j",
             "stage v is out of disk space: disk_full",
         ),
+        (
+            "stage loader is out of file descriptors: out_of_files: [Errno 24] /data/x",
+            "stage loader is out of file descriptors: out_of_files",
+        ),
+        ("stage l is out of luck: /a/b", "stage l is out of luck: out_of_resources"),
         ("something new: /etc/secret", "unhealthy"),
     ],
 )
