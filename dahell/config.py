@@ -131,6 +131,9 @@ class HttpConfig(Section):
     listen: str = "127.0.0.1:9464"
     token: str = ""
     allowed_hosts: list[str] = Field(default_factory=list)
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    keepalive_timeout_s: float = Field(75.0, gt=0, le=86400)
+    max_connections: int = Field(512, ge=2, le=100_000)
 
 
 class ScraperConfig(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 
 import structlog
 
@@ -33,6 +34,7 @@ async def run_daemon(
         config_file=config.source,
         embedded_database=not config.database.dsn,
     )
+    raise_file_limit(log)
     try:
         database = await db.connect(config)
     except DatabaseUnavailable as exc:
@@ -67,6 +69,30 @@ async def run_daemon(
         await database.close()
     log.info("daemon_exited", exit_code=code)
     return code
+
+
+#: Where the hard limit is "unlimited", the soft one is raised to this (Linux's default nr_open).
+FILE_LIMIT_CAP = 1_048_576
+
+
+def raise_file_limit(log: structlog.typing.FilteringBoundLogger) -> None:
+    """Raise the open-file soft limit to the hard one: sockets, the browser and the database.
+
+    A soft limit of 1,024 (many distributions' default) is reached by a few hundred HTTP clients
+    plus Chromium's files; the hard limit is what the administrator allows. Logged either way.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = FILE_LIMIT_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        log.info("file_limit_not_raised", reason="already_at_hard_limit", soft=soft, hard=hard)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        reason = "setrlimit_refused"
+        log.warning("file_limit_not_raised", reason=reason, soft=soft, hard=hard, error=str(exc))
+        return
+    log.info("file_limit_raised", before=soft, after=target, hard=hard)
 
 
 EXPOSED_RISK = (

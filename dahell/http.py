@@ -9,6 +9,13 @@ On a loopback listen address a web page elsewhere could reach the server through
 `host_not_allowed`. On 0.0.0.0 (a container) any Host is accepted unless `http.allowed_hosts`
 is set. `/status` totals are counted by one query at a time, shared by concurrent requests, so
 that page views never take the stages' connections.
+
+Hostile traffic (issue 17): connections are capped and slow request heads timed out
+(`dahell.http_guard`); every parameter is parsed by `dahell.http_params` (400 with a reason,
+never a 500); an unexpected exception is a 500 `internal_error`, logged once as
+`http_request_failed`; every response carries `dahell.http_safety`'s security headers; /healthz
+shows stage names, states and reason codes, and the raw texts only with the bearer token (they
+are on /status too).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import orjson
 from aiohttp import web
 
 from dahell import __version__, similar
+from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard
+from dahell.http_params import Args, identifier, integer, route, static_name, text
+from dahell.http_safety import ErrorMiddleware, SecurityHeaders, ServerLog, public_reasons
 from dahell.metrics import CONTENT_TYPE
 from dahell.research import api as research_api
 from dahell.status_command import gather_counts
@@ -33,12 +43,12 @@ from dahell.status_command import gather_counts
 if TYPE_CHECKING:
     from dahell.supervisor import Supervisor
 
-PUBLIC_PATHS = ("/healthz", "/", "/static/")
 PUBLIC_PAGES = ("/", "/healthz", "/research")
 TOTALS_CACHE_S = 5.0
-# Page queries (look-alikes, product search) run at most this many at a time: the pool is the
-# stages' first.
-PAGE_QUERY_SLOTS = 2
+__all__ = ["PAGE_QUERY_SLOTS", "StatusServer", "host_allowed", "is_loopback", "split_host"]
+#: Pending connections the kernel queues for accept (nginx's default on Linux).
+LISTEN_BACKLOG = 511
+MAX_QUERY_CHARS = 200
 TOTALS_WAIT_S = 10.0  # a request waits this long for the shared count, then shows the last one
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,100}(\.[A-Za-z0-9]{1,10})+")
@@ -58,40 +68,90 @@ class StatusServer:
     def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
         self.runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
         self._totals: dict[str, Any] = {}
         self._totals_at = 0.0
         self._totals_task: asyncio.Task[dict[str, Any]] | None = None
-        self._page_queries = asyncio.Semaphore(PAGE_QUERY_SLOTS)
+        #: Held by every route that queries the database for a page (research included).
+        self.page_queries = asyncio.Semaphore(PAGE_QUERY_SLOTS)
+        http = supervisor.config.http
+        self.guard = ConnectionGuard(
+            self._new_handler,
+            header_timeout_s=http.header_timeout_s,
+            max_connections=http.max_connections,
+        )
+        self._errors = ErrorMiddleware()
+        self.server_log = ServerLog()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._check_host, self._auth])
+        middlewares = [self.guard.track_requests, self._errors.handle, self._check_host, self._auth]
+        app = web.Application(middlewares=middlewares)
+        app.on_response_prepare.append(
+            SecurityHeaders(lambda: self.sup.config.loader.image_base_url)
+        )
         app.add_routes(
             [
-                web.get("/", self.index),
-                web.get("/research", self.research_page),
-                web.get("/product/{product_id}", self.product_page),
-                web.get("/static/{name}", self.static),
-                web.get("/healthz", self.healthz),
-                web.get("/status", self.status),
-                web.get("/metrics", self.metrics),
-                web.get("/similar/{product_id}", self.similar),
-                web.get("/api/products", self.products),
+                route("/", self.index),
+                route("/research", self.research_page),
+                route("/product/{product_id}", self.product_page, product_id=identifier()),
+                route("/static/{name}", self.static, name=static_name(STATIC_NAME)),
+                route("/healthz", self.healthz),
+                route("/status", self.status),
+                route("/metrics", self.metrics),
+                route(
+                    "/similar/{product_id}",
+                    self.similar,
+                    product_id=identifier(),
+                    k=integer(1, 100, default=10),
+                ),
+                route(
+                    "/api/products",
+                    self.products,
+                    q=text(MAX_QUERY_CHARS, default=""),
+                    limit=integer(1, 200, default=24),
+                ),
             ]
         )
-        research_api.add_routes(app, lambda: self.sup.pool, lambda: self.sup.config.scraper.app_url)
+        research_api.add_routes(
+            app,
+            lambda: self.sup.pool,
+            lambda: self.sup.config.scraper.app_url,
+            slots=self.page_queries,
+        )
         return app
 
     async def start(self) -> str:
-        host, _, port = self.sup.config.http.listen.rpartition(":")
-        self.runner = web.AppRunner(self.app(), access_log=None)
+        """Listen; connections go through the guard (see `dahell.http_guard`)."""
+        http = self.sup.config.http
+        host, _, port = http.listen.rpartition(":")
+        self.runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            keepalive_timeout=http.keepalive_timeout_s,
+            logger=self.server_log,
+        )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
-        return self.sup.config.http.listen
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            self.guard,
+            host.strip("[]") or "127.0.0.1",
+            int(port),
+            backlog=LISTEN_BACKLOG,
+            reuse_address=True,
+        )
+        return http.listen
+
+    def _new_handler(self) -> web.RequestHandler:
+        assert self.runner is not None and self.runner.server is not None
+        return self.runner.server()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
+        self.guard.close()
+        self.server_log.bad_requests.close()
 
     @web.middleware
     async def _check_host(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,21 +170,27 @@ class StatusServer:
         path = request.path
         # The pages are static files; the data they fetch needs the token.
         public = path in PUBLIC_PAGES or path.startswith(("/static/", "/product/"))
-        if token and not public:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return json_response({"error": "missing or wrong bearer token"}, 401)
+        if token and not public and not self._bearer_ok(request):
+            return json_response({"error": "missing or wrong bearer token"}, 401)
         return await handler(request)
+
+    def _bearer_ok(self, request: web.Request) -> bool:
+        """Whether the request carries the configured token (False when none is configured)."""
+        token = self.sup.config.http.token
+        given = request.headers.get("Authorization", "")
+        return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     # --- routes ----------------------------------------------------------------------------
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request, args: Args) -> web.Response:
+        """Public: reason codes only; the texts (paths, library messages) need the token."""
         healthy, reasons = self.sup.healthy()
         stages = {n: rt.state.value for n, rt in self.sup.runtimes.items()}
-        body = {"healthy": healthy, "reasons": reasons, "stages": stages}
+        shown = reasons if self._bearer_ok(request) else public_reasons(reasons)
+        body = {"healthy": healthy, "reasons": shown, "stages": stages}
         return json_response(body, 200 if healthy else 503)
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request, args: Args) -> web.Response:
         healthy, reasons = self.sup.healthy()
         body = {
             "service": "dahell",
@@ -136,6 +202,7 @@ class StatusServer:
             "loop_lag_ms": round(self.sup.loop_lag_s * 1000, 2),
             "stages": {n: self.sup.stage_view(rt) for n, rt in self.sup.runtimes.items()},
             "queues": {n: q.qsize() for n, q in self.sup.queues.items()},
+            "http": self.guard.snapshot(),
             "totals": await self._cached_totals(),
             "history": list(self.sup.history),
             "recent_errors": list(self.sup.recent_errors),
@@ -143,42 +210,33 @@ class StatusServer:
         }
         return json_response(body)
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request, args: Args) -> web.Response:
         return web.Response(body=self.sup.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def similar(self, request: web.Request) -> web.Response:
+    async def similar(self, request: web.Request, args: Args) -> web.Response:
         try:
-            product_id = int(request.match_info["product_id"])
-            k = max(1, min(100, int(request.query.get("k", "10"))))
-        except ValueError:
-            return json_response({"error": "product id and k must be integers"}, 400)
-        try:
-            async with self._page_queries:
-                result = await similar.find_similar(self.sup.pool, product_id, k)
+            async with self.page_queries:
+                result = await similar.find_similar(self.sup.pool, args["product_id"], args["k"])
         except similar.SimilarError as exc:
             return json_response({"error": str(exc)}, 404)
         return json_response(similar.to_json(result))
 
-    async def products(self, request: web.Request) -> web.Response:
-        try:
-            limit = max(1, min(200, int(request.query.get("limit", "24"))))
-        except ValueError:
-            return json_response({"error": "limit must be an integer"}, 400)
-        async with self._page_queries:
-            found = await similar.search_products(self.sup.pool, request.query.get("q", ""), limit)
+    async def products(self, request: web.Request, args: Args) -> web.Response:
+        async with self.page_queries:
+            found = await similar.search_products(self.sup.pool, args["q"], args["limit"])
         return json_response({"products": found})
 
-    async def index(self, request: web.Request) -> web.StreamResponse:
+    async def index(self, request: web.Request, args: Args) -> web.StreamResponse:
         return await self._web_file("index.html")
 
-    async def research_page(self, request: web.Request) -> web.StreamResponse:
+    async def research_page(self, request: web.Request, args: Args) -> web.StreamResponse:
         return await self._web_file("research.html")
 
-    async def product_page(self, request: web.Request) -> web.StreamResponse:
+    async def product_page(self, request: web.Request, args: Args) -> web.StreamResponse:
         return await self._web_file("product.html")
 
-    async def static(self, request: web.Request) -> web.StreamResponse:
-        return await self._web_file(request.match_info["name"])
+    async def static(self, request: web.Request, args: Args) -> web.StreamResponse:
+        return await self._web_file(args["name"])
 
     async def _web_file(self, name: str) -> web.StreamResponse:
         types = {

@@ -281,7 +281,8 @@ async def search_products(pool: asyncpg.Pool, query: str, limit: int) -> list[di
     if not text:
         rows = await pool.fetch(RECENT_SQL, limit)
     else:
-        product_id = int(text) if text.isdigit() and len(text) < 19 else None
+        # ASCII only: "²" and "١٢٣" are str.isdigit() too; 18 digits stay within bigint.
+        product_id = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = await pool.fetch(SEARCH_SQL, product_id, pattern, limit)
     return [

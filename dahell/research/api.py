@@ -4,12 +4,16 @@
                                50, max 500), offset, at; `lang` is accepted and ignored
     GET /api/products/<id>     one product: item + stock per warehouse over time, prices, group
 
-A bad parameter answers 400 `{"error": "invalid_parameter", "parameter", "detail"}`; an unknown
-product 404 `{"error": "not_found"}`. Money is a JSON number in pesos, null where unknown.
+A bad parameter answers 400 `{"error": "invalid_parameter", "parameter", "detail"}` (parsed by
+`dahell.http_params` before any query runs); an unknown product 404 `{"error": "not_found"}`.
+Money is a JSON number in pesos, null where unknown. Both routes hold one of the server's page
+query slots while they query, like the look-alike and search routes: a research ranking is the
+heaviest read the server does, and the pool is the stages' first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +21,23 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from dahell.http_guard import PAGE_QUERY_SLOTS
+from dahell.http_params import (
+    BIGINT_MAX,
+    Args,
+    choice,
+    identifier,
+    integer,
+    number,
+    route,
+    text,
+    timestamp,
+)
 from dahell.research.queries import (
+    MAX_LIMIT,
+    SORTS,
     InvalidParameter,
-    parse_filters,
-    parse_time,
+    ResearchFilters,
     product_detail,
     research_rows,
 )
@@ -28,6 +45,22 @@ from dahell.research.queries import (
 __all__ = ["add_routes"]
 
 PoolGetter = Callable[[], asyncpg.Pool]
+#: Category and city names are short; a longer value cannot match one.
+MAX_NAME_CHARS = 200
+#: Percent margins beyond this are not margins (and stay far inside float8).
+MAX_MARGIN_PCT = 1_000_000.0
+
+RESEARCH_PARAMS = {
+    "by": choice(*SORTS),
+    "category": text(MAX_NAME_CHARS),
+    "city": text(MAX_NAME_CHARS),
+    "min_margin": number(-MAX_MARGIN_PCT, MAX_MARGIN_PCT),
+    "limit": integer(1, MAX_LIMIT),
+    "offset": integer(0, BIGINT_MAX),
+    "at": timestamp(),
+    "lang": text(20),
+}
+PRODUCT_PARAMS = {"product_id": identifier(), "at": timestamp()}
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -42,39 +75,45 @@ def _invalid(exc: InvalidParameter) -> web.Response:
 
 
 class ResearchApi:
-    def __init__(self, pool: PoolGetter, app_url: Callable[[], str]) -> None:
+    def __init__(
+        self, pool: PoolGetter, app_url: Callable[[], str], slots: asyncio.Semaphore
+    ) -> None:
         self.pool = pool
         self.app_url = app_url
+        self.slots = slots
 
-    async def research(self, request: web.Request) -> web.Response:
+    async def research(self, request: web.Request, args: Args) -> web.Response:
+        given = {k: v for k, v in args.items() if v is not None and k != "lang"}
         try:
-            filters = parse_filters(request.query)
+            filters = ResearchFilters(**given)
         except InvalidParameter as exc:
             return _invalid(exc)
-        page = await research_rows(self.pool(), filters)
+        async with self.slots:
+            page = await research_rows(self.pool(), filters)
         return _json(page.to_json())
 
-    async def product(self, request: web.Request) -> web.Response:
-        text = request.match_info["product_id"]
-        try:
-            if not text.isdigit() or len(text) > 18:
-                raise InvalidParameter("product_id", f"{text!r} is not a product id")
-            at_text = request.query.get("at", "").strip()
-            at = parse_time(at_text) if at_text else None
-        except InvalidParameter as exc:
-            return _invalid(exc)
-        detail = await product_detail(self.pool(), int(text), at, app_url=self.app_url())
+    async def product(self, request: web.Request, args: Args) -> web.Response:
+        async with self.slots:
+            detail = await product_detail(
+                self.pool(), args["product_id"], args["at"], app_url=self.app_url()
+            )
         if detail is None:
             return _json({"error": "not_found"}, 404)
         return _json(detail)
 
 
-def add_routes(app: web.Application, pool: PoolGetter, app_url: Callable[[], str]) -> None:
-    """Register the research endpoints on `app`."""
-    api = ResearchApi(pool, app_url)
+def add_routes(
+    app: web.Application,
+    pool: PoolGetter,
+    app_url: Callable[[], str],
+    *,
+    slots: asyncio.Semaphore | None = None,
+) -> None:
+    """Register the research endpoints on `app`; `slots`: the server's page-query slots."""
+    api = ResearchApi(pool, app_url, slots or asyncio.Semaphore(PAGE_QUERY_SLOTS))
     app.add_routes(
         [
-            web.get("/api/research", api.research),
-            web.get("/api/products/{product_id}", api.product),
+            route("/api/research", api.research, **RESEARCH_PARAMS),
+            route("/api/products/{product_id}", api.product, **PRODUCT_PARAMS),
         ]
     )

@@ -143,8 +143,9 @@ async def test_research_and_product_pages(daemon: Daemon, tmp_path: Path) -> Non
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
+            # wait_for_function evaluates strings: the page's CSP (test_http_csp.py) refuses that
             context = await browser.new_context(
-                viewport={"width": 1440, "height": 1000}, accept_downloads=True
+                viewport={"width": 1440, "height": 1000}, accept_downloads=True, bypass_csp=True
             )
             page = await context.new_page()
             page.set_default_timeout(15_000)

@@ -167,7 +167,8 @@ async def test_status_page_shows_stages_counts_and_lookalikes(daemon: Daemon) ->
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            # wait_for_function evaluates strings: the page's CSP (test_http_csp.py) refuses that
+            page = await browser.new_page(viewport={"width": 1280, "height": 900}, bypass_csp=True)
             page.set_default_timeout(15_000)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))

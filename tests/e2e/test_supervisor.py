@@ -287,8 +287,10 @@ async def test_a_failed_stage_under_degrade_leaves_the_rest_running_and_healthz_
         status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 503
         assert body["stages"] == {"loader": "failed", "vectorizer": "running"}
-        assert len(body["reasons"]) == 1
-        assert body["reasons"][0].startswith("stage loader is failed: RuntimeError: boom #3")
+        assert body["reasons"] == ["stage loader is failed: too_many_restarts"]
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")  # the text is on /status
+        text = "stage loader is failed: RuntimeError: boom #3"
+        assert full["unhealthy_reasons"][0].startswith(text)
         assert supervisor.healthy()[0] is False
         (failed,) = events(logs, "stage_failed", stage="loader")
         assert failed["policy"] == "degrade"
@@ -377,7 +379,9 @@ async def test_an_os_error_that_is_not_the_database_is_a_crash_that_counts(
         assert stage.runs == 3
         status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 503
-        assert type(error).__name__ in body["reasons"][0]
+        assert body["reasons"] == ["stage loader is failed: too_many_restarts"]
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")  # the text is on /status
+        assert type(error).__name__ in full["unhealthy_reasons"][0]
         assert len(events(logs, "stage_crashed", stage="loader")) == 3
         assert not events(logs, "stage_restarted", reason="database_unavailable")
         assert changes[-1][0] == "failed"  # what the alerts are sent from
@@ -443,9 +447,10 @@ async def test_a_full_disk_is_unhealthy_and_named_retried_and_resumes_when_space
         assert loader.state != StageState.FAILED
         status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 503, body
-        (reason,) = body["reasons"]
+        assert body["reasons"] == ["stage loader is out of disk space: disk_full"]
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")  # the path is on /status
+        (reason,) = full["unhealthy_reasons"]
         assert "disk_full" in reason and "/data/journal/x.jsonl" in reason
-        _, full = await get_json(f"http://127.0.0.1:{port}/status")
         assert full["stages"]["loader"]["reason"] == "disk_full"
         assert ("loader", "backoff", "disk_full") in changes  # what the alert is sent from
         metrics = await get_text(f"http://127.0.0.1:{port}/metrics")
@@ -595,9 +600,10 @@ async def test_running_out_of_file_descriptors_is_waited_out_and_named_not_a_cra
         assert loader.state != StageState.FAILED
         status, body = await get_json(f"http://127.0.0.1:{port}/healthz")
         assert status == 503, body
-        (reason,) = body["reasons"]
+        assert body["reasons"] == ["stage loader is out of file descriptors: out_of_files"]
+        _, full = await get_json(f"http://127.0.0.1:{port}/status")  # the detail is on /status
+        (reason,) = full["unhealthy_reasons"]
         assert "out_of_files" in reason and said in reason
-        _, full = await get_json(f"http://127.0.0.1:{port}/status")
         assert full["stages"]["loader"]["reason"] == "out_of_files"
         metrics = await get_text(f"http://127.0.0.1:{port}/metrics")
         assert "dahell_up 0.0" in metrics
