@@ -38,6 +38,7 @@ from dahell.stages.vectorizer import (
     embedding_column_dimension,
     is_transient,
 )
+from dahell.stages.vectorizer.writes import WRITE_EMBEDDINGS_SQL
 
 TINY = Path(__file__).resolve().parents[2] / "models" / "tiny-siglip"
 FAR = 10**9  # seconds: "never" as an epoch distance
@@ -501,6 +502,31 @@ async def test_an_image_changed_while_in_flight_is_embedded_from_its_new_url(
     assert stored == server.url("/img/new")
     assert ctx.counters[("discarded", "claim_lost")] == 1
     assert ctx.counters[("embedded", "")] == 1
+
+
+async def test_one_write_holding_a_products_old_and_new_image_keeps_the_new_one(
+    pool: asyncpg.Pool,
+) -> None:
+    # A product whose image changed while its old one was in flight: both outcomes can reach
+    # the same write batch; only the one for the URL the job now holds is written.
+    await add_products(pool, {1: "https://cdn.example/new.jpg"})
+    await pool.execute("UPDATE embedding_jobs SET state = 'claimed', claimed_by = 'r1'")
+    dim = 1152
+    vectors = np.concatenate([np.full(dim, 1.0), np.full(dim, 2.0)]).astype(np.float32)
+    written = await pool.fetch(
+        WRITE_EMBEDDINGS_SQL,
+        [1, 1],
+        ["https://cdn.example/old.jpg", "https://cdn.example/new.jpg"],
+        vectors,
+        dim,
+        "r1",
+        "model",
+        [b"old", b"new"],
+    )
+    assert [r["product_id"] for r in written] == [1]
+    stored = await pool.fetchrow("SELECT image_url, embedding_visual FROM product_embeddings")
+    assert stored["image_url"] == "https://cdn.example/new.jpg"
+    assert stored["embedding_visual"].to_numpy()[0] == 2.0
 
 
 async def test_an_expired_lease_of_a_dead_worker_is_reclaimed(

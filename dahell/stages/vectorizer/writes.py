@@ -37,12 +37,12 @@ WITH input AS (
     FROM input AS i
     WHERE j.product_id = i.product_id AND j.state = 'claimed' AND j.claimed_by = $5
       AND j.image_url = i.image_url
-    RETURNING j.product_id
+    RETURNING j.product_id, j.image_url
 )
 INSERT INTO product_embeddings AS e
     (product_id, embedding_visual, image_url, model_sha256, processed_at)
 SELECT i.product_id, i.embedding, i.image_url, $6, now()
-FROM input AS i JOIN done USING (product_id)
+FROM input AS i JOIN done USING (product_id, image_url)
 ON CONFLICT (product_id) DO UPDATE
 SET embedding_visual = EXCLUDED.embedding_visual, image_url = EXCLUDED.image_url,
     model_sha256 = EXCLUDED.model_sha256, processed_at = EXCLUDED.processed_at
@@ -63,12 +63,12 @@ WITH src AS (
     FROM src AS s
     WHERE j.product_id = s.product_id AND j.state = 'claimed' AND j.claimed_by = $5
       AND j.image_url = s.image_url
-    RETURNING j.product_id
+    RETURNING j.product_id, j.image_url
 )
 INSERT INTO product_embeddings AS e
     (product_id, embedding_visual, image_url, model_sha256, processed_at)
 SELECT s.product_id, s.embedding_visual, s.image_url, s.model_sha256, now()
-FROM src AS s JOIN done USING (product_id)
+FROM src AS s JOIN done USING (product_id, image_url)
 ON CONFLICT (product_id) DO UPDATE
 SET embedding_visual = EXCLUDED.embedding_visual, image_url = EXCLUDED.image_url,
     model_sha256 = EXCLUDED.model_sha256, processed_at = EXCLUDED.processed_at
