@@ -157,6 +157,12 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+#: asyncpg's protocol states of a connection the server is ending: still consuming an error that
+#: came outside any operation (state 2, the shutdown's FATAL), failed, or no longer connected. A
+#: clash of two operations of ours ("another operation (12) is in progress") is not one of them.
+DYING_PROTOCOL = re.compile(
+    r"another operation \(2\) is in progress|\"failed\" state|^not connected$"
+)
 
 # What `asyncpg.connect` raises when the server cannot be reached (TimeoutError is an OSError).
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (OSError, *CONNECTION_LOST)
@@ -169,7 +175,8 @@ def is_unavailable(exc: BaseException) -> bool:
     file's or another peer's; a timeout only when it is the pool's `acquire` waiting for a
     connection, never a statement's `command_timeout`. An error raised while cleaning up after
     a lost connection (asyncpg's "another operation is in progress" from a rollback on the dead
-    connection) counts too: the loss is in its chain.
+    connection) counts too: the loss is in its chain; so does asyncpg's protocol state of a
+    connection the server is ending (`DYING_PROTOCOL`), met when the pool hands it out mid-way.
     """
     if isinstance(exc, MigrationError):
         return False  # a broken install or a changed file: waiting will not help
@@ -188,6 +195,8 @@ def _means_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         return "connection is closed" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        return DYING_PROTOCOL.search(str(exc)) is not None
     if isinstance(exc, TimeoutError):
         return _raised_in(exc, "asyncpg/pool.py", "_acquire")
     if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):

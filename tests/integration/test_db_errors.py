@@ -54,6 +54,52 @@ async def test_a_lost_connection_is_the_database_being_unavailable(pg_dsn: str) 
     assert db.is_unavailable(exc), repr(exc)
 
 
+async def test_a_connection_used_at_any_moment_of_its_termination_is_unavailable(
+    pg_dsn: str,
+) -> None:
+    # The daemon's pool can hand out a connection while the server's shutdown message is still
+    # being read: asyncpg then says "cannot switch to state 15; another operation (2) is in
+    # progress" (2: consuming an error that came outside any operation), with no loss in the
+    # chain. Whatever moment the query meets, the answer must be "wait", not a crash.
+    killer = await asyncpg.connect(pg_dsn)
+    seen: set[str] = set()
+    try:
+        for attempt in range(24):
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+                for _ in range(attempt % 6):
+                    await asyncio.sleep(0)
+                exc = await raised(conn.fetchval("SELECT 1"))
+            finally:
+                conn.terminate()
+            seen.add(type(exc).__name__)
+            assert db.is_unavailable(exc), repr(exc)
+    finally:
+        await killer.close()
+    assert seen
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "cannot switch to state 15; another operation (2) is in progress",
+        'cannot switch to state 15; protocol is in the "failed" state',
+        "not connected",
+    ],
+)
+def test_asyncpg_protocol_states_of_a_dying_connection_are_unavailable(message: str) -> None:
+    assert db.is_unavailable(asyncpg.InternalClientError(message))
+
+
+def test_a_protocol_clash_of_two_operations_of_ours_is_not_unavailable() -> None:
+    # 12: bind-execute. Two of our operations on one connection is a bug, not the database.
+    clash = asyncpg.InternalClientError(
+        "cannot switch to state 15; another operation (12) is in progress"
+    )
+    assert not db.is_unavailable(clash)
+
+
 async def test_a_pool_acquire_timeout_is_unavailable_a_command_timeout_is_not(
     pg_dsn: str,
 ) -> None:
