@@ -310,7 +310,8 @@ async def test_database_stopped_for_a_while_then_the_daemon_finishes_the_work(
     await asyncio.to_thread(own_server._server.ensure_postgres_running)
 
     assert await daemon.wait_exit(120) == 0, daemon.output()
-    assert not daemon.named("stage_failed") and not daemon.named("stage_crashed")
+    crashes = daemon.named("stage_failed") + daemon.named("stage_crashed")
+    assert not crashes, daemon.output(tail=20_000)
     end = await accounting(own_server.dsn, journal)
     assert end["offset"] == journal.stat().st_size
     assert end["total"] == end["lines_done"] == lines, end
