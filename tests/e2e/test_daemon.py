@@ -311,7 +311,7 @@ async def test_database_stopped_for_a_while_then_the_daemon_finishes_the_work(
 
     assert await daemon.wait_exit(120) == 0, daemon.output()
     crashes = daemon.named("stage_failed") + daemon.named("stage_crashed")
-    assert not crashes, daemon.output(tail=20_000)
+    assert not crashes, orjson.dumps(crashes, option=orjson.OPT_INDENT_2).decode()
     end = await accounting(own_server.dsn, journal)
     assert end["offset"] == journal.stat().st_size
     assert end["total"] == end["lines_done"] == lines, end
