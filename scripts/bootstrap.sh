@@ -62,8 +62,21 @@ want="$EXTRAS $(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
+# pip warns once per package and configured index that has no page for it ("Location
+# 'file:///...' is ignored: it is neither a file nor a directory"): a machine whose pip config
+# adds local file:// indexes that hold a few packages prints a screenful of them on every
+# install. They are harmless (pip goes on to the next index), so exactly those lines are dropped
+# from pip's stderr; every other line, errors included, still shows, and pip's exit status is
+# kept (pipefail; the filter itself always succeeds).
+IGNORED_LOCATION="^WARNING: Location 'file://[^']*' is ignored: it is neither a file nor a directory\.\$"
+quiet_ignored_locations() { grep -v -E "$IGNORED_LOCATION" || true; }
+
 say "installing dahell[$EXTRAS] from requirements.lock into $VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# shellcheck disable=SC2046
-"$VENV/bin/python" -m pip install -q -c requirements.lock $(torch_links) -e ".[$EXTRAS]"
+# stdout goes straight through (fd 3); only stderr passes the filter, then back to stderr.
+{
+    # shellcheck disable=SC2046
+    "$VENV/bin/python" -m pip install -q -c requirements.lock $(torch_links) -e ".[$EXTRAS]" \
+        2>&1 1>&3 3>&- | quiet_ignored_locations >&2
+} 3>&1
 echo "$want" > "$stamp"

@@ -21,9 +21,6 @@ import pytest
 from dahell import config as config_mod
 from dahell import db
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SAMPLES = SHARED / "dropi"
 TEMPLATE_DB = "dahell_template"
 
 
@@ -130,3 +127,37 @@ def _keep_logging_config() -> Iterator[None]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A skipped test fails: a skip (a missing extra, a missing browser) would let the suite
+    pass while proving less, and nobody reads the `s` among the dots.
+
+    Except tests/container, run only on request, which skips where no root podman can run.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail") and not _container_test(report.nodeid):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and a test must run: {_skip_reason(report.longrepr)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A module that skips itself as a whole (`importorskip`, `skip(allow_module_level=True)`)
+    fails too, for the same reason."""
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not _container_test(report.nodeid):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and a test must run: {_skip_reason(report.longrepr)}"
+
+
+def _skip_reason(longrepr: object) -> str:
+    """pytest keeps a skip as (file, line, "Skipped: reason")."""
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def _container_test(nodeid: str) -> bool:
+    return nodeid.startswith("tests/container/")

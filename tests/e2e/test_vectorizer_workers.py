@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
+import psutil
 import pytest
 from aiohttp import web
 from PIL import Image
@@ -33,6 +34,9 @@ class ImageServer:
         self.requests: Counter[str] = Counter()
         self.delay_s = 0.0
         self.port = 0
+        # While set and not yet open, requests wait here; `waiting` holds their client ports.
+        self.gate: asyncio.Event | None = None
+        self.waiting: set[int] = set()
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -46,6 +50,10 @@ class ImageServer:
 
     async def image(self, request: web.Request) -> web.Response:
         self.requests[request.path_qs] += 1
+        if self.gate is not None:
+            assert request.transport is not None
+            self.waiting.add(request.transport.get_extra_info("peername")[1])
+            await self.gate.wait()
         await asyncio.sleep(self.delay_s)
         return web.Response(body=self.body, content_type="image/jpeg")
 
@@ -127,6 +135,28 @@ def embedded_count(output: bytes) -> int:
     return total
 
 
+async def until_each_holds_a_download(
+    server: ImageServer, procs: list[asyncio.subprocess.Process], timeout: float = 90.0
+) -> None:
+    """Wait until every process has a request waiting at the server's gate (so has claims).
+
+    Which process a request came from is told by its client port: a socket of that process.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ports = set(server.waiting)
+        holders = {
+            proc.pid
+            for proc in procs
+            if any(c.laddr.port in ports for c in psutil.Process(proc.pid).net_connections("tcp"))
+        }
+        if len(holders) == len(procs):
+            return
+        running = all(proc.returncode is None for proc in procs)
+        assert running and time.monotonic() < deadline, f"downloading: {holders} of {procs}"
+        await asyncio.sleep(0.1)
+
+
 async def count(dsn: str, sql: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -141,12 +171,17 @@ async def test_two_daemons_embed_each_product_exactly_once(
 ) -> None:
     n = 80
     server.delay_s = 0.03
+    # Both must take part however slowly either starts: downloads wait until each holds one.
+    server.gate = asyncio.Event()
     await add_products(pg_dsn, [f"http://127.0.0.1:{server.port}/img/p?{i}" for i in range(n)])
     procs = [
         await start_daemon(tmp_path, daemon_env(tmp_path, pg_dsn, f"w{i}"), "--exit-when-idle")
         for i in range(2)
     ]
-    outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 90)
+    communicated = asyncio.gather(*(p.communicate() for p in procs))
+    await until_each_holds_a_download(server, procs)
+    server.gate.set()
+    outputs = await asyncio.wait_for(communicated, 90)
     for proc, (out, _) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
     per_process = [embedded_count(out) for out, _ in outputs]

@@ -46,7 +46,10 @@ async def test_a_lost_connection_is_the_database_being_unavailable(pg_dsn: str) 
         await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
         # Let the termination reach the client first: used mid-teardown, asyncpg may answer
         # "another operation is in progress" instead (a race of the test, not the rule).
-        await asyncio.sleep(0.5)
+        for _ in range(1500):  # polled for up to 30 s: a loaded machine only waits longer
+            if conn.is_closed():
+                break
+            await asyncio.sleep(0.02)
         exc = await raised(conn.fetchval("SELECT 1"))
     finally:
         await killer.close()

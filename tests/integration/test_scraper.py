@@ -159,7 +159,7 @@ async def test_token_expiring_mid_pass_logs_in_again_without_gap_or_duplicate(
         simulator,
         tmp_path,
         SCRAPER__PAGE_SIZE="20",
-        SCRAPER__REQUEST_INTERVAL_S="0.6",
+        SCRAPER__REQUEST_INTERVAL_S="0.3",  # 12 pages: 3.3 s or more, the token lasts 0.5-3 s
         SCRAPER__RELOGIN_BEFORE_EXPIRY_S="600" if refresh_early else "0",
     )
     with capture_logs() as logs:

@@ -280,7 +280,7 @@ async def jobs(pool: asyncpg.Pool) -> dict[int, asyncpg.Record]:
     return {r["product_id"]: r for r in rows}
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -666,7 +666,7 @@ async def test_a_nudge_wakes_the_stage_before_its_poll(
         async def embedded() -> bool:
             return bool(ctx.counters[("embedded", "")])
 
-        await wait_for(embedded, timeout=5)
+        await wait_for(embedded, timeout=30)  # well within poll_interval_s (60 s)
         await wait_for(idle)
     finally:
         ctx.stopping.set()
