@@ -32,7 +32,8 @@ from dahell.dropi import ProductRecord, Seen, StockLevel, Supplier
 
 OUTCOMES = ("inserted", "updated", "unchanged")
 
-_STAGING = """
+#: The session's staging tables (created once per connection; emptied at each commit).
+STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_products (
     product_id bigint, supplier_id bigint, sku text, title text, description text,
     sale_price text, suggested_price text, product_type text, url_image_s3 text,
@@ -88,6 +89,35 @@ ON CONFLICT (product_id) DO UPDATE SET
 WHERE p.captured_at <= excluded.captured_at
   AND (p.content_hash IS DISTINCT FROM excluded.content_hash
        OR p.captured_at < excluded.captured_at)
+"""
+
+# Everything a batch starts from, in one round trip: one row shape for all (kind, ids, stock,
+# hash, two times, two texts, two prices), `kind` indexing `_READERS`. A product's own stock
+# and price rows exist only if the product does: asking for new products too costs an index
+# probe each, less than a round trip.
+_READ_STATE = """
+SELECT 0, product_id, NULL::bigint, NULL::bigint, NULL::bigint, content_hash, last_seen_at,
+    captured_at, url_image_s3, NULL::text, sale_price, suggested_price
+FROM products WHERE product_id = ANY($1::bigint[])
+UNION ALL
+SELECT 1, product_id, variation_id, warehouse_id, stock_qty, NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL
+FROM product_stock WHERE product_id = ANY($1::bigint[])
+UNION ALL
+SELECT 2, product_id, variation_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, sale_price,
+    suggested_price
+FROM product_variations WHERE product_id = ANY($1::bigint[])
+UNION ALL
+SELECT 3, pc.product_id, NULL, NULL, NULL, NULL, NULL, NULL, c.name, NULL, NULL, NULL
+FROM product_categories AS pc JOIN categories AS c ON c.id = pc.category_id
+WHERE pc.product_id = ANY($1::bigint[])
+UNION ALL
+SELECT 4, product_id, NULL, NULL, NULL, NULL, NULL, NULL, image_url, NULL, NULL, NULL
+FROM embedding_jobs WHERE product_id = ANY($1::bigint[])
+UNION ALL
+SELECT 5, warehouse_id, NULL, NULL, NULL, NULL, first_seen_at, last_seen_at, name, city, NULL,
+    NULL
+FROM warehouses WHERE warehouse_id = ANY($2::bigint[])
 """
 
 _TOUCH_PRODUCTS = """
@@ -224,23 +254,24 @@ class _Plan:
     image_changes: list[tuple[int, str | None]] = field(default_factory=list)
 
 
-async def ensure_staging(conn: asyncpg.Connection) -> None:
-    await conn.execute(_STAGING)
+async def apply_batch(
+    conn: asyncpg.Connection, units: list[Unit], *, clear_staging: bool = True
+) -> BatchOutcome:
+    """Apply `units` inside the caller's transaction; return each unit's outcome.
 
-
-async def apply_batch(conn: asyncpg.Connection, units: list[Unit]) -> BatchOutcome:
-    """Apply `units` inside the caller's transaction; return each unit's outcome."""
+    `clear_staging=False` only where the staging tables are known to be empty (the first
+    application in a transaction: ON COMMIT DELETE ROWS emptied them).
+    """
     if not units:
         return BatchOutcome([])
     # ON COMMIT DELETE ROWS empties the staging tables at commit only: a batch split to isolate
     # a refused row applies several parts in one transaction, and must not see the rows of a
     # part before it (they would be written again, over newer values).
-    await conn.execute(_CLEAR_STAGING)
-    ids = sorted({u.record.product_id for u in units})
-    known = await _fetch_known(conn, ids)
-    prev_stock, prev_prices = await _fetch_previous_values(conn, ids, known)
-    plan = _plan(units, known, prev_stock, prev_prices)
-    pending = await _write(conn, plan)
+    if clear_staging:
+        await conn.execute(_CLEAR_STAGING)
+    before = await _read_state(conn, units)
+    plan = _plan(units, before.known, before.stock, before.prices)
+    pending = await _write(conn, plan, before)
     return BatchOutcome(
         plan.outcomes,
         pending_embeddings=pending,
@@ -248,42 +279,69 @@ async def apply_batch(conn: asyncpg.Connection, units: list[Unit]) -> BatchOutco
     )
 
 
-async def _fetch_known(conn: asyncpg.Connection, ids: list[int]) -> dict[int, _Known]:
-    rows = await conn.fetch(
-        "SELECT product_id, content_hash, last_seen_at, captured_at, url_image_s3"
-        " FROM products WHERE product_id = ANY($1::bigint[])",
-        ids,
-    )
-    return {r[0]: _Known(bytes(r[1]), r[2], r[3], r[4]) for r in rows}
-
-
 PriceKey = tuple[int, int]
 StockKey = tuple[int, int, int]
 Prices = tuple[Decimal | None, Decimal | None]
 
 
-async def _fetch_previous_values(
-    conn: asyncpg.Connection, ids: list[int], known: dict[int, _Known]
-) -> tuple[dict[StockKey, int], dict[PriceKey, Prices]]:
-    """Current stock and prices of the products already in the database."""
-    existing = [i for i in ids if i in known]
-    if not existing:
-        return {}, {}
-    stock_rows = await conn.fetch(
-        "SELECT product_id, variation_id, warehouse_id, stock_qty FROM product_stock"
-        " WHERE product_id = ANY($1::bigint[])",
-        existing,
-    )
-    price_rows = await conn.fetch(
-        "SELECT product_id, 0::bigint, sale_price, suggested_price FROM products"
-        " WHERE product_id = ANY($1::bigint[])"
-        " UNION ALL SELECT product_id, variation_id, sale_price, suggested_price"
-        " FROM product_variations WHERE product_id = ANY($1::bigint[])",
-        existing,
-    )
-    stock = {(r[0], r[1], r[2]): r[3] for r in stock_rows}
-    prices = {(r[0], r[1]): (r[2], r[3]) for r in price_rows}
-    return stock, prices
+@dataclass
+class _State:
+    """What the database holds for a batch's products and warehouses before it is applied."""
+
+    known: dict[int, _Known] = field(default_factory=dict)
+    stock: dict[StockKey, int] = field(default_factory=dict)
+    prices: dict[PriceKey, Prices] = field(default_factory=dict)
+    categories: dict[int, set[str]] = field(default_factory=dict)
+    job_urls: dict[int, str | None] = field(default_factory=dict)
+    warehouses: dict[int, _WarehouseRow] = field(default_factory=dict)
+
+
+async def _read_state(conn: asyncpg.Connection, units: list[Unit]) -> _State:
+    """One round trip for every row the plan and the writes start from (`_READ_STATE`)."""
+    ids = sorted({u.record.product_id for u in units})
+    warehouse_ids = sorted(
+        {wh.warehouse_id for u in units if isinstance(u.record, ProductRecord)
+         for wh in u.record.warehouses}
+    )  # fmt: skip
+    state = _State()
+    for r in await conn.fetch(_READ_STATE, ids, warehouse_ids):
+        _READERS[r[0]](state, r)
+    return state
+
+
+def _read_product(state: _State, r: asyncpg.Record) -> None:
+    state.known[r[1]] = _Known(bytes(r[5]), r[6], r[7], r[8])
+    state.prices[(r[1], 0)] = (r[10], r[11])
+
+
+def _read_stock(state: _State, r: asyncpg.Record) -> None:
+    state.stock[(r[1], r[2], r[3])] = r[4]
+
+
+def _read_variation(state: _State, r: asyncpg.Record) -> None:
+    state.prices[(r[1], r[2])] = (r[10], r[11])
+
+
+def _read_category(state: _State, r: asyncpg.Record) -> None:
+    state.categories.setdefault(r[1], set()).add(r[8])
+
+
+def _read_job(state: _State, r: asyncpg.Record) -> None:
+    state.job_urls[r[1]] = r[8]
+
+
+def _read_warehouse(state: _State, r: asyncpg.Record) -> None:
+    state.warehouses[r[1]] = _WarehouseRow(r[8], r[9], r[6], r[7])
+
+
+_READERS = (
+    _read_product,
+    _read_stock,
+    _read_variation,
+    _read_category,
+    _read_job,
+    _read_warehouse,
+)
 
 
 def _plan(
@@ -369,17 +427,17 @@ def _plan_price(
     plan.price_log.append((key[0], key[1], prices[0], prices[1], when))
 
 
-async def _write(conn: asyncpg.Connection, plan: _Plan) -> int:
+async def _write(conn: asyncpg.Connection, plan: _Plan, before: _State) -> int:
     """Write the plan; return how many products' embeddings became pending."""
     records = [rec for rec, _, _ in plan.products.values()]
     await _write_suppliers(conn, plan.accepted)
-    await _write_warehouses(conn, plan.accepted)
+    await _write_warehouses(conn, plan.accepted, before.warehouses)
     if plan.products:
         await conn.copy_records_to_table(
             "stage_products", records=_product_rows(plan), columns=_PRODUCT_COLUMNS
         )
         await conn.execute(_UPSERT_PRODUCTS)
-        await _write_categories(conn, records, plan.accepted)
+        await _write_categories(conn, records, plan.accepted, before.categories)
         await _write_variations(conn, plan.accepted)
     if plan.touched:
         await conn.execute(_TOUCH_PRODUCTS, list(plan.touched), list(plan.touched.values()))
@@ -406,7 +464,7 @@ async def _write(conn: asyncpg.Connection, plan: _Plan) -> int:
         ]
         await conn.copy_records_to_table("stage_prices", records=prices)
         await conn.execute(_INSERT_PRICES)
-    return await _write_images(conn, plan.image_changes)
+    return await _write_images(conn, plan.image_changes, before.job_urls)
 
 
 async def _copy(
@@ -492,18 +550,14 @@ def _fold_warehouses(
 
 
 async def _write_warehouses(
-    conn: asyncpg.Connection, accepted: list[tuple[ProductRecord, datetime]]
+    conn: asyncpg.Connection,
+    accepted: list[tuple[ProductRecord, datetime]],
+    rows: dict[int, _WarehouseRow],
 ) -> None:
-    ids = sorted({wh.warehouse_id for rec, _ in accepted for wh in rec.warehouses})
-    if not ids:
-        return
-    found = await conn.fetch(
-        "SELECT warehouse_id, name, city, first_seen_at, last_seen_at FROM warehouses"
-        " WHERE warehouse_id = ANY($1::bigint[])",
-        ids,
-    )
-    rows = {r[0]: _WarehouseRow(r[1], r[2], r[3], r[4]) for r in found}
+    """`rows`: the warehouses as the batch found them (changed in place by the fold)."""
     changed = _fold_warehouses(rows, accepted)
+    if not changed:
+        return
     await conn.execute(
         _UPSERT_WAREHOUSES,
         list(changed),
@@ -514,17 +568,14 @@ async def _write_warehouses(
     )
 
 
-async def _write_images(conn: asyncpg.Connection, changes: list[tuple[int, str | None]]) -> int:
+async def _write_images(
+    conn: asyncpg.Connection,
+    changes: list[tuple[int, str | None]],
+    job_url: dict[int, str | None],
+) -> int:
     """Set embedding work pending where a product's image moved away from its job's URL at
-    any step of the batch (A, B, A again leaves it pending, as three batches would)."""
-    if not changes:
-        return 0
-    ids = sorted({pid for pid, _ in changes})
-    rows = await conn.fetch(
-        "SELECT product_id, image_url FROM embedding_jobs WHERE product_id = ANY($1::bigint[])",
-        ids,
-    )
-    job_url: dict[int, str | None] = {r[0]: r[1] for r in rows}
+    any step of the batch (A, B, A again leaves it pending, as three batches would).
+    `job_url`: each job's URL as the batch found it (changed in place)."""
     pending: dict[int, str | None] = {}
     for pid, url in changes:
         if pid not in job_url or job_url[pid] != url:
@@ -540,8 +591,11 @@ async def _write_categories(
     conn: asyncpg.Connection,
     records: list[ProductRecord],
     accepted: list[tuple[ProductRecord, datetime]],
+    linked: dict[int, set[str]],
 ) -> None:
-    """Every name any record gave is a category; each product links to its last record's."""
+    """Every name any record gave is a category; each product links to its last record's.
+    `linked`: each product's category names as the batch found them; only products whose
+    names differ have their links rewritten (most repeats change stock, not categories)."""
     names = list(dict.fromkeys(name for r, _ in accepted for name in r.categories))
     ids: dict[str, int] = {}
     if names:
@@ -550,11 +604,13 @@ async def _write_categories(
             "SELECT id, name FROM categories WHERE name = ANY($1::text[])", names
         )
         ids = {r["name"]: r["id"] for r in rows}
-    product_ids = [r.product_id for r in records]
-    await conn.execute(
-        "DELETE FROM product_categories WHERE product_id = ANY($1::bigint[])", product_ids
-    )
-    links = {(r.product_id, ids[name]) for r in records for name in r.categories}
+    changed = [r for r in records if set(r.categories) != linked.get(r.product_id, set())]
+    stale = [r.product_id for r in changed if r.product_id in linked]
+    if stale:
+        await conn.execute(
+            "DELETE FROM product_categories WHERE product_id = ANY($1::bigint[])", stale
+        )
+    links = {(r.product_id, ids[name]) for r in changed for name in r.categories}
     await _copy(conn, "product_categories", sorted(links), ("product_id", "category_id"))
 
 
