@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from dahell.dropi import ProductRecord, Seen, StockLevel, Supplier
+from dahell.dropi import ProductRecord, Seen, Supplier
 
 OUTCOMES = ("inserted", "updated", "unchanged")
 
@@ -394,37 +394,29 @@ def _plan_history(
     prev_stock: dict[StockKey, int],
     prev_prices: dict[PriceKey, Prices],
 ) -> None:
+    """A history row for each stock or price first seen or different from the one before it.
+    (One loop each, without a call per value: this runs for every stock level and price of
+    every record written, the loader's hottest Python.)"""
+    pid = rec.product_id
+    stock_now = plan.stock_now
     for level in rec.stock:
-        _plan_stock(plan, rec.product_id, level, when, prev_stock)
-    _plan_price(plan, (rec.product_id, 0), (rec.sale_price, rec.suggested_price), when, prev_prices)
-    for var in rec.variations:
-        key = (rec.product_id, var.variation_id)
-        _plan_price(plan, key, (var.sale_price, var.suggested_price), when, prev_prices)
-
-
-def _plan_stock(
-    plan: _Plan, product_id: int, level: StockLevel, when: datetime, prev: dict[StockKey, int]
-) -> None:
-    key = (product_id, level.variation_id, level.warehouse_id)
-    plan.stock_now[key] = (level.stock_qty, when)
-    if prev.get(key) == level.stock_qty:
-        return
-    prev[key] = level.stock_qty
-    if level.variation_id == 0:
-        plan.stock_log.append((product_id, level.warehouse_id, level.stock_qty, when))
-    else:
-        plan.variation_stock_log.append(
-            (product_id, level.variation_id, level.warehouse_id, level.stock_qty, when)
-        )
-
-
-def _plan_price(
-    plan: _Plan, key: PriceKey, prices: Prices, when: datetime, prev: dict[PriceKey, Prices]
-) -> None:
-    if prices == (None, None) or prev.get(key) == prices:
-        return
-    prev[key] = prices
-    plan.price_log.append((key[0], key[1], prices[0], prices[1], when))
+        qty, variation, warehouse = level.stock_qty, level.variation_id, level.warehouse_id
+        key = (pid, variation, warehouse)
+        stock_now[key] = (qty, when)
+        if prev_stock.get(key) == qty:
+            continue
+        prev_stock[key] = qty
+        if variation == 0:
+            plan.stock_log.append((pid, warehouse, qty, when))
+        else:
+            plan.variation_stock_log.append((pid, variation, warehouse, qty, when))
+    prices = [((pid, 0), (rec.sale_price, rec.suggested_price))]
+    prices += [((pid, v.variation_id), (v.sale_price, v.suggested_price)) for v in rec.variations]
+    for key, values in prices:
+        if values == (None, None) or prev_prices.get(key) == values:
+            continue
+        prev_prices[key] = values
+        plan.price_log.append((pid, key[1], values[0], values[1], when))
 
 
 async def _write(conn: asyncpg.Connection, plan: _Plan, before: _State) -> int:
