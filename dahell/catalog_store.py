@@ -410,13 +410,13 @@ def _plan_history(
             plan.stock_log.append((pid, warehouse, qty, when))
         else:
             plan.variation_stock_log.append((pid, variation, warehouse, qty, when))
-    prices = [((pid, 0), (rec.sale_price, rec.suggested_price))]
+    prices: list[tuple[PriceKey, Prices]] = [((pid, 0), (rec.sale_price, rec.suggested_price))]
     prices += [((pid, v.variation_id), (v.sale_price, v.suggested_price)) for v in rec.variations]
-    for key, values in prices:
-        if values == (None, None) or prev_prices.get(key) == values:
+    for price_key, values in prices:
+        if values == (None, None) or prev_prices.get(price_key) == values:
             continue
-        prev_prices[key] = values
-        plan.price_log.append((pid, key[1], values[0], values[1], when))
+        prev_prices[price_key] = values
+        plan.price_log.append((pid, price_key[1], values[0], values[1], when))
 
 
 async def _write(conn: asyncpg.Connection, plan: _Plan, before: _State) -> int:
