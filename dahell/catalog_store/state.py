@@ -108,11 +108,4 @@ def _read_warehouse(state: _State, r: asyncpg.Record) -> None:
     state.warehouses[r[1]] = _WarehouseRow(r[8], r[9], r[6], r[7])
 
 
-_READERS = (
-    _read_product,
-    _read_stock,
-    _read_variation,
-    _read_category,
-    _read_job,
-    _read_warehouse,
-)
+_READERS = (_read_product, _read_stock, _read_variation, _read_category, _read_job, _read_warehouse)

@@ -141,9 +141,7 @@ async def _write_warehouses(
 
 
 async def _write_images(
-    conn: asyncpg.Connection,
-    changes: list[tuple[int, str | None]],
-    job_url: dict[int, str | None],
+    conn: asyncpg.Connection, changes: list[tuple[int, str | None]], job_url: dict[int, str | None]
 ) -> int:
     """Set embedding work pending where a product's image moved away from its job's URL at
     any step of the batch (A, B, A again leaves it pending, as three batches would).

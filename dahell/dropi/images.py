@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,10 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_.\-~/]*")
 
 
+@lru_cache(maxsize=32_768)
 def _join_image(path: str, base: str) -> str:
+    """Cached: a product's repeats (a dozen per product in real files) give the same path, and
+    quoting one costs several µs."""
     if path.startswith(("http://", "https://")):
         return quote(path, safe=_URL_SAFE, errors="replace")
     path = path.lstrip("/")
