@@ -67,25 +67,32 @@ WHERE p.captured_at <= excluded.captured_at
 """
 
 # Everything a batch starts from, in one round trip: one row shape for all (kind, ids, stock,
-# hash, two times, two texts, two prices), `kind` indexing `_READERS`. A product's own stock
-# and price rows exist only if the product does: asking for new products too costs an index
-# probe each, less than a round trip.
+# hash, two times, two texts, two prices), `kind` indexing `_READERS`. Stock and variation
+# prices are looked up for the products that exist only (most of a first load's are new);
+# category links and embedding jobs for all, as a row left by a deleted product still counts.
+# (`ARRAY(SELECT unnest(...))` hides the list's length from the planner, which otherwise chose
+# a full scan of product_categories for a few thousand ids.)
 _READ_STATE = """
+WITH p AS MATERIALIZED (
+    SELECT product_id, content_hash, last_seen_at, captured_at, url_image_s3, sale_price,
+        suggested_price
+    FROM products WHERE product_id = ANY($1::bigint[])
+)
 SELECT 0, product_id, NULL::bigint, NULL::bigint, NULL::bigint, content_hash, last_seen_at,
     captured_at, url_image_s3, NULL::text, sale_price, suggested_price
-FROM products WHERE product_id = ANY($1::bigint[])
+FROM p
 UNION ALL
 SELECT 1, product_id, variation_id, warehouse_id, stock_qty, NULL, NULL, NULL, NULL, NULL, NULL,
     NULL
-FROM product_stock WHERE product_id = ANY($1::bigint[])
+FROM product_stock WHERE product_id = ANY(ARRAY(SELECT product_id FROM p))
 UNION ALL
 SELECT 2, product_id, variation_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, sale_price,
     suggested_price
-FROM product_variations WHERE product_id = ANY($1::bigint[])
+FROM product_variations WHERE product_id = ANY(ARRAY(SELECT product_id FROM p))
 UNION ALL
 SELECT 3, pc.product_id, NULL, NULL, NULL, NULL, NULL, NULL, c.name, NULL, NULL, NULL
 FROM product_categories AS pc JOIN categories AS c ON c.id = pc.category_id
-WHERE pc.product_id = ANY($1::bigint[])
+WHERE pc.product_id = ANY(ARRAY(SELECT unnest($1::bigint[])))
 UNION ALL
 SELECT 4, product_id, NULL, NULL, NULL, NULL, NULL, NULL, image_url, NULL, NULL, NULL
 FROM embedding_jobs WHERE product_id = ANY($1::bigint[])
