@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,9 +54,6 @@ class _Source:
     state: FileState
     #: Loaded to its end and unchanged since: nothing to open (see `sources.is_complete`).
     complete: bool = False
-
-
-ProgressCallback = Callable[[int], None]
 
 
 class _ChunkReader:
