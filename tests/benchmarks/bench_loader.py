@@ -17,7 +17,9 @@ In the same run, as baselines for the second workload:
 
 Prints the backfill's wall seconds, lines/s for each method and the ratios (goals: backfill
 <= 15 s, >= 25x seed-style). With `--runs R` each dahell load runs R times (each into a fresh
-database) and the medians are printed, with the load average before the first run.
+database), the seed-style sample once after each of the 200k-line loads, and the medians are
+printed, with the load average before and after. The machine's load moves the seed-style
+figure most (one round trip per statement): compare ratios from runs at a similar load.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -90,7 +93,8 @@ async def seed_style(dsn: str, lines: list[str]) -> float:
     """One transaction per line, five statements, like the previous loader."""
     conn = await asyncpg.connect(dsn)
     await conn.execute(
-        """CREATE TABLE seed_suppliers (id bigint PRIMARY KEY, name text);
+        """DROP TABLE IF EXISTS seed_suppliers, seed_warehouses, seed_products, seed_stock;
+           CREATE TABLE seed_suppliers (id bigint PRIMARY KEY, name text);
            CREATE TABLE seed_warehouses (id bigint PRIMARY KEY);
            CREATE TABLE seed_products (id bigint PRIMARY KEY, supplier_id bigint, name text,
                sale_price numeric, suggested_price numeric, raw jsonb, updated_at timestamptz);
@@ -163,12 +167,16 @@ async def plain_copy(dsn: str, lines: list[str]) -> float:
     return elapsed
 
 
-def median_load(paths: list[Path], root: Path, runs: int) -> tuple[float, dict[str, object]]:
-    """The median wall seconds of `runs` loads, each into a fresh database."""
+def median_load(
+    paths: list[Path], root: Path, runs: int, after_each: Callable[[], None] = lambda: None
+) -> tuple[float, dict[str, object]]:
+    """The median wall seconds of `runs` loads, each into a fresh database; `after_each` runs
+    after every load (the baseline, measured between them so that both see the same load)."""
     times, summary = [], {}
     for run in range(runs):
         elapsed, summary = run_dahell_load(paths, root / f"data-{paths[0].stem}-{run}")
         times.append(elapsed)
+        after_each()
     return statistics.median(times), summary
 
 
@@ -203,14 +211,20 @@ def main() -> None:
         source = root / "raw_products_20251223.jsonl"
         generate(source, args.lines)
         size_mb = source.stat().st_size / 1e6
-        elapsed, summary = median_load([source], root, args.runs)
         lines = source.read_text(encoding="utf-8").splitlines()
         server = db.start_embedded(root / "baseline")
+        seed_times: list[float] = []
         try:
-            seed_s = asyncio.run(seed_style(server.dsn, lines[:SEED_SAMPLE]))
+            elapsed, summary = median_load(
+                [source],
+                root,
+                args.runs,
+                lambda: seed_times.append(asyncio.run(seed_style(server.dsn, lines[:SEED_SAMPLE]))),
+            )
             copy_s = asyncio.run(plain_copy(server.dsn, lines))
         finally:
             server.stop()
+        seed_s = statistics.median(seed_times)
     dahell_rate = args.lines / elapsed
     seed_rate = SEED_SAMPLE / seed_s
     copy_rate = args.lines / copy_s
