@@ -22,7 +22,14 @@ from rich.table import Table
 
 from dahell import db
 from dahell.config import Config
-from dahell.stages.loader import SUMMARY_COUNTS, FileReport, Loader, LoadStats, SourceBusy
+from dahell.stages.loader import (
+    SUMMARY_COUNTS,
+    FileReport,
+    Loader,
+    LoadStats,
+    SourceBusy,
+    relax_gc,
+)
 
 STATUS_TEXT = {
     "loaded": "loaded",
@@ -35,6 +42,7 @@ STATUS_TEXT = {
 async def load_files(config: Config, files: list[Path], *, as_json: bool) -> int:
     log = structlog.get_logger().bind(command="load")
     reports: list[FileReport] = []
+    relax_gc()
     async with db.database(config) as database:
         loader = Loader(database.pool, lambda: config, log)
         show_progress = not as_json and sys.stderr.isatty()

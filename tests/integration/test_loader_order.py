@@ -271,3 +271,26 @@ async def test_inside_a_batch_a_warehouse_takes_its_newest_sighting(
     row = await pool.fetchrow("SELECT * FROM warehouses WHERE warehouse_id = 3333")
     assert (row["name"], row["city"]) == ("Bodega nueva", "Cali")
     assert (row["first_seen_at"].hour, row["last_seen_at"].hour) == (7, 10)
+
+
+async def test_a_repeat_with_the_same_categories_leaves_its_links_alone(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    links = "SELECT category_id, xmin::text FROM product_categories WHERE product_id = 1 ORDER BY 1"
+    config = make_config(pg_dsn, LOADER__BATCH_SIZE="1")
+    await load(pool, config, write(tmp_path / "a.jsonl", [legacy_line(product(1), at(1))]))
+    before = [tuple(r) for r in await pool.fetch(links)]
+    lines = [
+        legacy_line(product(1, stock=3), at(2)),  # new stock, same categories
+        legacy_line(product(1, stock=4), at(3)),
+    ]
+    report = await load(pool, config, write(tmp_path / "b.jsonl", lines))
+    assert report.stats.updated == 2
+    assert [tuple(r) for r in await pool.fetch(links)] == before
+    toys = legacy_line(product(1, categories=[{"name": "Juguetes"}]), at(4))
+    await load(pool, config, write(tmp_path / "c.jsonl", [toys]))
+    names = await pool.fetch(
+        "SELECT c.name FROM product_categories pc JOIN categories c ON c.id = pc.category_id"
+        " WHERE pc.product_id = 1"
+    )
+    assert [r["name"] for r in names] == ["Juguetes"]

@@ -17,6 +17,22 @@ from dahell.stages.loader import FileReport, Loader
 from tests.factories import catalog_lines, legacy_line, simple_product, variable_product
 
 OLD = 1_700_000_000
+LOADED_TABLES = (
+    "products",
+    "suppliers",
+    "warehouses",
+    "categories",
+    "product_stock",
+    "product_stock_log",
+    "variation_stock_log",
+    "price_history",
+    "product_variations",
+    "product_categories",
+    "rejects",
+    "embedding_jobs",
+    "load_checkpoints",
+    "load_totals",
+)
 
 SNAPSHOT = {
     "products": "SELECT product_id, supplier_id, sku, title, description, sale_price,"
@@ -193,3 +209,31 @@ async def test_a_dead_worker_costs_speed_not_lines(
 @pytest.mark.parametrize("processes", ["0", "3"])
 async def test_parse_processes_is_validated(make_config: Any, processes: str) -> None:
     assert make_config(LOADER__PARSE_PROCESSES=processes).loader.parse_processes == int(processes)
+
+
+async def test_batches_lost_after_their_commit_are_loaded_again_by_the_same_workers(
+    make_config: Any, pg_dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Asynchronous commit: a PANIC can lose batches the loader saw committed, rows and
+    checkpoint together. The workers that parsed them still remember their hashes and answer
+    the replayed lines with `Seen`: each must reach the database again, in full."""
+    monkeypatch.setattr(loader_mod, "PARALLEL_PARSE_MIN_BYTES", 0)
+    lines = [line.encode() + b"\n" for line in catalog_lines(300, repeat_share=0.4, seed=11)]
+    path = tmp_path / "raw_products_20251223.jsonl"
+    path.write_bytes(b"".join(lines))
+    config = make_config(pg_dsn, LOADER__PARSE_PROCESSES="1", LOADER__BATCH_SIZE="37")
+    await load_with(pool, config, path)
+    clean = await snapshot(pool)
+    loader = Loader(pool, lambda: config, structlog.get_logger())
+    try:
+        for cut in (0, 150, 0, 299):
+            # the database as the loss leaves it: only the first `cut` lines committed
+            await pool.execute(f"TRUNCATE {', '.join(LOADED_TABLES)} CASCADE")
+            path.write_bytes(b"".join(lines[:cut]))
+            await load_with(pool, config, path)
+            path.write_bytes(b"".join(lines))
+            report = await loader.load_path(path)  # workers that have seen every line
+            assert report.stats.lines == len(lines) - cut
+            assert await snapshot(pool) == clean, cut
+    finally:
+        await loader.close()
