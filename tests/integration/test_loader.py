@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -490,3 +491,23 @@ async def test_load_command_names_a_memory_error_and_resumes_on_the_next_run(
     assert await load_command.load_files(config, [path], as_json=True) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (out["lines"], out["inserted"], out["rejected"]) == (3, 3, 0)
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+async def test_running_out_of_file_descriptors_is_not_a_bad_file(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path, monkeypatch: Any, code: int
+) -> None:
+    # The process is out of descriptors, the file is fine: the error goes up to the supervisor
+    # (which waits it out) instead of a report that calls the file unreadable.
+    path = write(tmp_path / "raw_products_20251223.jsonl", [json.dumps(simple_product(1))])
+
+    def no_descriptor(p: Path) -> Any:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(loader_mod, "open_source", no_descriptor)
+    with pytest.raises(OSError) as raised:
+        await load(pool, config, path)
+    assert raised.value.errno == code
+    monkeypatch.undo()
+    report = await load(pool, config, path)
+    assert (report.status, report.stats.inserted) == ("loaded", 1)

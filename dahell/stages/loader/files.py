@@ -5,6 +5,7 @@ whole-document files, and the chunk pipeline that overlaps parsing with writing.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import gzip
 from collections.abc import Callable
@@ -47,6 +48,9 @@ from dahell.stages.loader.writer import BatchWriter
 #: while it holds two chunks of records: with CPython's default thresholds (700, 10, 10) the
 #: cyclic collector took about 30% of a backfill process's CPU (py-spy --gil, 340k lines).
 GC_THRESHOLDS = (100_000, 50, 100)
+#: The process (EMFILE) or the system (ENFILE) is out of file descriptors: not the file's fault.
+#: Raised to the supervisor, which waits it out, rather than reported as an unreadable file.
+OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 def relax_gc() -> None:
@@ -126,11 +130,13 @@ class Loader(BatchWriter):
         try:
             fh = await asyncio.to_thread(_package.open_source, path)
         except OSError as exc:
+            _raise_if_out_of_files(exc)
             report.status, report.message = "error", f"cannot open {path}: {exc.strerror}"
             return
         try:
             await self._load_open_file(source, fh, report, progress)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            _raise_if_out_of_files(exc)
             report.status, report.message = "error", f"cannot read {path}: {exc}"
         finally:
             await asyncio.to_thread(fh.close)
@@ -218,6 +224,7 @@ class Loader(BatchWriter):
         try:
             state = await asyncio.to_thread(FileState.of, path)
         except OSError as exc:
+            _raise_if_out_of_files(exc)
             raise InputUnreadable(f"cannot read {path}: {exc}") from None
         fallback = datetime.fromtimestamp(state.mtime_ns / 1e9, UTC)
         row = await self.pool.fetchrow(
@@ -232,6 +239,7 @@ class Loader(BatchWriter):
         try:
             head = await asyncio.to_thread(read_head, path)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            _raise_if_out_of_files(exc)
             raise InputUnreadable(f"cannot read {path}: {exc}") from None
         source = _Source(key, path, 0, 1, head, fallback, live, state)
         if checkpoint is None:
@@ -287,3 +295,8 @@ def _checkpoint(row: asyncpg.Record) -> Checkpoint:
         row["file_size"],
         row["file_mtime_ns"],
     )
+
+
+def _raise_if_out_of_files(exc: BaseException) -> None:
+    if isinstance(exc, OSError) and exc.errno in OUT_OF_FILES:
+        raise exc
