@@ -33,7 +33,7 @@ import orjson
 from aiohttp import web
 
 from dahell import __version__, similar
-from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard
+from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard, QuerySlots
 from dahell.http_params import Args, identifier, integer, route, static_name, text
 from dahell.http_safety import ErrorMiddleware, SecurityHeaders, ServerLog, public_reasons
 from dahell.metrics import CONTENT_TYPE
@@ -73,7 +73,7 @@ class StatusServer:
         self._totals_at = 0.0
         self._totals_task: asyncio.Task[dict[str, Any]] | None = None
         #: Held by every route that queries the database for a page (research included).
-        self.page_queries = asyncio.Semaphore(PAGE_QUERY_SLOTS)
+        self.page_queries = QuerySlots(PAGE_QUERY_SLOTS)
         http = supervisor.config.http
         self.guard = ConnectionGuard(
             self._new_handler,

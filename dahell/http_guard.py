@@ -21,7 +21,8 @@ Event `http_connection_limit_reached`, with counts. Both events are logged at mo
 `LOG_INTERVAL_S` with the count since the last line, so a flood cannot flood the log.
 
 Page queries (look-alikes, search, research) hold one of `PAGE_QUERY_SLOTS` while they run:
-the database pool is the stages' first.
+the database pool is the stages' first. `QuerySlots`: a request waits at most `SLOT_WAIT_S`
+for one, then hears 503 `busy` with `Retry-After`, so heavy queries cannot pile up without end.
 """
 
 from __future__ import annotations
@@ -32,18 +33,24 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
 __all__ = [
     "PAGE_QUERY_SLOTS",
+    "SLOT_WAIT_S",
     "ConnectionGuard",
     "GuardedConnection",
+    "QuerySlots",
     "ThrottledEvent",
 ]
 
 #: Page queries (look-alikes, product search, research) run at most this many at a time.
 PAGE_QUERY_SLOTS = 2
+#: A page query waits this long for a slot, then is told to come back (503 `busy`).
+SLOT_WAIT_S = 20.0
+SLOT_RETRY_AFTER_S = 5
 #: Each throttled event is logged at most once per this many seconds, with its count.
 LOG_INTERVAL_S = 10.0
 #: What a newcomer hears when every open connection is busy with a request.
@@ -54,6 +61,26 @@ REFUSAL = (
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class QuerySlots(asyncio.Semaphore):
+    """The page-query slots; entering waits at most `wait_s`, then raises a 503 `busy`."""
+
+    def __init__(self, value: int = PAGE_QUERY_SLOTS, wait_s: float = SLOT_WAIT_S) -> None:
+        super().__init__(value)
+        self.wait_s = wait_s
+
+    async def __aenter__(self) -> None:
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self.acquire()
+        except TimeoutError:
+            detail = f"every page-query slot stayed busy for {self.wait_s:g} s: try again"
+            raise web.HTTPServiceUnavailable(
+                text=orjson.dumps({"error": "busy", "detail": detail}).decode(),
+                content_type="application/json",
+                headers={"Retry-After": str(SLOT_RETRY_AFTER_S)},
+            ) from None
 
 
 class Phase(enum.Enum):

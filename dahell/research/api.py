@@ -13,7 +13,6 @@ heaviest read the server does, and the pool is the stages' first.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from dahell.http_guard import PAGE_QUERY_SLOTS
+from dahell.http_guard import QuerySlots
 from dahell.http_params import (
     BIGINT_MAX,
     Args,
@@ -75,9 +74,7 @@ def _invalid(exc: InvalidParameter) -> web.Response:
 
 
 class ResearchApi:
-    def __init__(
-        self, pool: PoolGetter, app_url: Callable[[], str], slots: asyncio.Semaphore
-    ) -> None:
+    def __init__(self, pool: PoolGetter, app_url: Callable[[], str], slots: QuerySlots) -> None:
         self.pool = pool
         self.app_url = app_url
         self.slots = slots
@@ -107,10 +104,10 @@ def add_routes(
     pool: PoolGetter,
     app_url: Callable[[], str],
     *,
-    slots: asyncio.Semaphore | None = None,
+    slots: QuerySlots | None = None,
 ) -> None:
     """Register the research endpoints on `app`; `slots`: the server's page-query slots."""
-    api = ResearchApi(pool, app_url, slots or asyncio.Semaphore(PAGE_QUERY_SLOTS))
+    api = ResearchApi(pool, app_url, slots or QuerySlots())
     app.add_routes(
         [
             route("/api/research", api.research, **RESEARCH_PARAMS),

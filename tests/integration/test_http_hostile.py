@@ -357,6 +357,21 @@ async def test_a_research_request_waits_for_a_page_query_slot(
     assert ran == ["research"]
 
 
+async def test_a_page_query_that_waits_too_long_for_a_slot_is_told_to_come_back(
+    serve: Serve,
+) -> None:
+    server = await serve()
+    slots = server.page_queries
+    slots.wait_s = 0.3
+    async with slots:
+        await slots.acquire()  # every slot held by queries that take their time
+        status, body, headers = await fetch(server.port, "/api/research")
+        assert status == 503 and body["error"] == "busy"
+        assert headers["Retry-After"] == "5" and headers["X-Content-Type-Options"] == "nosniff"
+        slots.release()
+    assert (await fetch(server.port, "/api/research"))[0] == 200
+
+
 # --- connections ----------------------------------------------------------------------------
 
 
