@@ -167,6 +167,7 @@ class VectorizerConfig(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(64_000_000, ge=1024)
+    max_decoded_bytes: int = Field(280_000_000, ge=1_000_000)
     max_redirects: int = Field(3, ge=0, le=20)
     allowed_image_hosts: list[str] = Field(
         default_factory=lambda: ["d39ru7awumhhs2.cloudfront.net"]

@@ -47,7 +47,7 @@ EMBED_FAILURE_REASONS: dict[str, str] = {
     "too_many_pixels": "the image is larger than vectorizer.max_image_pixels "
     "(a decompression bomb guard)",
     "decoded_too_large": "decoding the image would hold more memory than one image may "
-    "(dahell.image_decode.MAX_DECODED_BYTES, 280 MB): width x height x the bytes per pixel of "
+    "(vectorizer.max_decoded_bytes, 280 MB by default): width x height x the bytes per pixel of "
     "its decoded mode, plus the RGB working copy; so an image within "
     "vectorizer.max_image_pixels can still be refused (a large WebP, whose decoder holds extra "
     "copies; any image once max_image_pixels is raised past what that memory holds)",

@@ -504,6 +504,19 @@ async def test_an_image_changed_while_in_flight_is_embedded_from_its_new_url(
     assert ctx.counters[("embedded", "")] == 1
 
 
+async def test_the_decoded_memory_cap_is_a_setting(
+    pool: asyncpg.Pool, pg_dsn: str, server: ImageServer, model_dir: Path, make_config: Any
+) -> None:
+    # 600 x 600 RGB: 1.08 MB decoded, well within the pixel cap, over a 1 MB memory cap.
+    server.images["big"] = picture(3, "PNG", (600, 600))
+    await add_products(pool, {1: server.url("/img/big"), 2: server.url("/img/red")})
+    config = vectorizer_config(make_config, pg_dsn, model_dir, max_decoded_bytes="1000000")
+    await asyncio.wait_for(VectorizerStage().run(make_context(pool, config)), 30)
+    rows = {r["product_id"]: r for r in await pool.fetch("SELECT * FROM embedding_jobs")}
+    assert (rows[1]["state"], rows[1]["reason"]) == ("failed", "decoded_too_large")
+    assert rows[2]["state"] == "done"
+
+
 async def test_one_write_holding_a_products_old_and_new_image_keeps_the_new_one(
     pool: asyncpg.Pool,
 ) -> None:

@@ -51,6 +51,7 @@ class DownloadSteps(RunState):
         """
         assert job.image_url
         max_pixels = self.ctx.config.vectorizer.max_image_pixels
+        max_bytes = self.ctx.config.vectorizer.max_decoded_bytes
         loop = asyncio.get_running_loop()
         try:
             data = await fetcher.fetch(job.image_url)
@@ -68,7 +69,7 @@ class DownloadSteps(RunState):
                 if donor is not None:
                     return Outcome(job, donor=donor, reused=SAME_BYTES)
             pixels = await loop.run_in_executor(
-                self.prep_pool, preprocess, data, self.embedder.manifest, max_pixels
+                self.prep_pool, preprocess, data, self.embedder.manifest, max_pixels, max_bytes
             )
         except (FetchFailed, ImageRejected) as exc:
             return Outcome(job, reason=exc.reason, detail=exc.detail)
