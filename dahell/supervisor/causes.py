@@ -14,6 +14,7 @@ import errno
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -29,6 +30,22 @@ FILE_LIMIT_CLEAR_S = 30.0
 FILE_LIMIT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
 FILE_LIMIT_TEXT = re.compile(r"\bE[MN]FILE\b|too many open files", re.I)
 CHAIN_LINKS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Shortage:
+    """Something outside the stage that ran out: how /healthz names it and when it is over."""
+
+    reason: str  # the stage's reason while it waits, and the key of `StageRuntime.shortages`
+    what: str  # "stage X is out of <what>: <reason>: <detail>"
+    recovered_event: str
+    clear_after_s: float  # a restart that ran this long (or did a unit of work) has it again
+
+
+SHORTAGES = (
+    Shortage("disk_full", "disk space", "disk_space_recovered", DISK_FULL_CLEAR_S),
+    Shortage("out_of_files", "file descriptors", "file_limit_recovered", FILE_LIMIT_CLEAR_S),
+)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -146,9 +146,9 @@ class RestartPolicy(StatusViews):
 
     async def _wait_for_disk(self, rt: StageRuntime, detail: str) -> str:
         """A full disk: unhealthy and named, retried with capped backoff, never `failed`."""
-        if rt.disk_full is None:
+        if "disk_full" not in rt.shortages:
             self.log.error("disk_full", stage=rt.name, error=detail)
-        rt.disk_full = detail
+        rt.shortages["disk_full"] = detail
         return await self._wait_outside(rt, "disk_full", detail)
 
     async def _wait_for_files(self, rt: StageRuntime, detail: str) -> str:
@@ -157,12 +157,12 @@ class RestartPolicy(StatusViews):
         Nothing here may need a descriptor: the event is logged to the already open stream and
         the limits come from `getrlimit`, not from listing `/proc/self/fd`.
         """
-        if rt.out_of_files is None:
+        if "out_of_files" not in rt.shortages:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             self.log.error(
                 "file_limit_reached", stage=rt.name, error=detail, soft_limit=soft, hard_limit=hard
             )
-        rt.out_of_files = detail
+        rt.shortages["out_of_files"] = detail
         return await self._wait_outside(rt, "out_of_files", detail)
 
     async def _wait_outside(self, rt: StageRuntime, reason: str, detail: str) -> str:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dahell.stages.base import Context, Message, Stage, StageState
+from dahell.supervisor.causes import SHORTAGES
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,8 +46,9 @@ class StageRuntime:
     stalled: bool = False
     reconfigured: bool = False
     done: bool = False
-    disk_full: str | None = None  # what the last ENOSPC said, until the stage works again
-    out_of_files: str | None = None  # what the last EMFILE said, until the stage works again
+    # What ran out (a `causes.SHORTAGES` reason) -> what its last error said, until the stage
+    # works again.
+    shortages: dict[str, str] = field(default_factory=dict)
     run_mark: tuple[int, float] = (0, 0.0)  # (units counted, monotonic time) at the last start
 
     @property
@@ -54,11 +56,14 @@ class StageRuntime:
         return self.stage.name
 
     @property
+    def disk_full(self) -> str | None:
+        """What the last ENOSPC said, while the stage waits for space (read by the metrics)."""
+        return self.shortages.get("disk_full")
+
+    @property
     def outside_reason(self) -> str | None:
         """The cause outside the stage it still answers for: its state's reason while running."""
-        if self.disk_full:
-            return "disk_full"
-        return "out_of_files" if self.out_of_files else None
+        return next((s.reason for s in SHORTAGES if s.reason in self.shortages), None)
 
 
 class SupervisorBase:

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from dahell.stages.base import StageState
+from dahell.supervisor.causes import SHORTAGES
 from dahell.supervisor.runtime import StageRuntime, SupervisorBase
 
 
@@ -35,14 +36,11 @@ class StatusViews(SupervisorBase):
             if rt.state in (StageState.FAILED, StageState.STALLED)
         ]
         reasons += [
-            f"stage {rt.name} is out of disk space: disk_full: {rt.disk_full}"
+            f"stage {rt.name} is out of {shortage.what}: {shortage.reason}: {detail}"
             for rt in self.runtimes.values()
-            if rt.disk_full and rt.state not in (StageState.FAILED, StageState.STALLED)
-        ]
-        reasons += [
-            f"stage {rt.name} is out of file descriptors: out_of_files: {rt.out_of_files}"
-            for rt in self.runtimes.values()
-            if rt.out_of_files and rt.state not in (StageState.FAILED, StageState.STALLED)
+            if rt.state not in (StageState.FAILED, StageState.STALLED)
+            for shortage in SHORTAGES
+            if (detail := rt.shortages.get(shortage.reason))
         ]
         return not reasons, reasons
 

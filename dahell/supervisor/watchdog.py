@@ -1,9 +1,9 @@
 """Watching the running stages and the process: stalls, loop lag, history, idleness.
 
 A stage with work and no heartbeat for its `stall_timeout_s` is `stalled`: its stack is logged,
-it is cancelled and restarted (a restart like any other). The same tick clears a stage's
-`disk_full` (`out_of_files`) once its restart did a unit of work or ran `DISK_FULL_CLEAR_S`
-(`FILE_LIMIT_CLEAR_S`).
+it is cancelled and restarted (a restart like any other). The same tick clears what a stage
+ran short of (`causes.SHORTAGES`: a full disk, the file limit) once its restart did a unit of
+work or ran that shortage's `clear_after_s`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import traceback
 from typing import Any
 
 from dahell.stages.base import StageState
-from dahell.supervisor.causes import DISK_FULL_CLEAR_S, FILE_LIMIT_CLEAR_S
+from dahell.supervisor.causes import SHORTAGES
 from dahell.supervisor.runtime import StageRuntime, utcnow
 from dahell.supervisor.views import StatusViews
 
@@ -30,8 +30,7 @@ class Watchdog(StatusViews):
             await asyncio.sleep(1.0)
             for rt in self.runtimes.values():
                 self._check_stall(rt)
-                self._check_disk(rt)
-                self._check_files(rt)
+                self._check_shortages(rt)
 
     def _check_stall(self, rt: StageRuntime) -> None:
         if rt.state != StageState.RUNNING or rt.task is None or rt.task.done() or rt.stalled:
@@ -52,21 +51,15 @@ class Watchdog(StatusViews):
         )
         rt.task.cancel()
 
-    def _check_disk(self, rt: StageRuntime) -> None:
-        """Clear a stage's `disk_full` once its restart did a unit of work or ran a while."""
-        if rt.disk_full is None or not self._worked_since_start(rt, DISK_FULL_CLEAR_S):
-            return
-        self.log.info("disk_space_recovered", stage=rt.name, was=rt.disk_full)
-        rt.disk_full = None
-        self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
-
-    def _check_files(self, rt: StageRuntime) -> None:
-        """Clear a stage's `out_of_files` once its restart did a unit of work or ran a while."""
-        if rt.out_of_files is None or not self._worked_since_start(rt, FILE_LIMIT_CLEAR_S):
-            return
-        self.log.info("file_limit_recovered", stage=rt.name, was=rt.out_of_files)
-        rt.out_of_files = None
-        self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
+    def _check_shortages(self, rt: StageRuntime) -> None:
+        """Clear what a stage ran short of once its restart did a unit of work or ran a while."""
+        for shortage in SHORTAGES:
+            was = rt.shortages.get(shortage.reason)
+            if was is None or not self._worked_since_start(rt, shortage.clear_after_s):
+                continue
+            self.log.info(shortage.recovered_event, stage=rt.name, was=was)
+            del rt.shortages[shortage.reason]
+            self._set_state(rt, StageState.RUNNING, reason=rt.outside_reason)
 
     def _worked_since_start(self, rt: StageRuntime, after_s: float) -> bool:
         """Running, and since its last start it did a unit of work or ran `after_s`."""
