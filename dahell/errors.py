@@ -5,6 +5,7 @@ DahellError
 ├── DatabaseUnavailable  PostgreSQL cannot be reached or started
 │   └── MigrationError   no migration found, or an applied one was changed afterwards
 ├── InputUnreadable      a file given to the loader cannot be opened or read
+├── InvalidParameter     a request or filter value that cannot be used (names the parameter)
 ├── StageParked          a stage needs a human (base class of the next three)
 │   ├── CredentialsError wrong or missing Dropi credentials, two-factor accounts
 │   ├── ModelNotFound    the ONNX model folder or its manifest is missing or unusable
@@ -33,6 +34,15 @@ class MigrationError(DatabaseUnavailable):
 
 class InputUnreadable(DahellError):
     """A file given to the loader cannot be opened or read."""
+
+
+class InvalidParameter(DahellError):
+    """A request or research filter value that cannot be used; `parameter` names it."""
+
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(f"invalid {parameter}: {detail}")
+        self.parameter = parameter
+        self.detail = detail
 
 
 class StageParked(DahellError):

@@ -32,12 +32,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dahell.errors import DahellError
+from dahell.errors import InvalidParameter
 
 __all__ = [
     "BIGINT_MAX",
     "Args",
-    "BadParameter",
     "Param",
     "choice",
     "identifier",
@@ -61,15 +60,6 @@ _DECIMAL = re.compile(r"[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-
 
 Args = Mapping[str, Any]
 RouteHandler = Callable[[web.Request, Args], Awaitable[web.StreamResponse]]
-
-
-class BadParameter(DahellError):
-    """A request parameter that does not fit its kind; `parameter` names it."""
-
-    def __init__(self, parameter: str, detail: str) -> None:
-        super().__init__(f"invalid {parameter}: {detail}")
-        self.parameter = parameter
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -183,7 +173,7 @@ def _show(raw: str) -> str:
 
 
 def parse_args(request: web.Request, params: Mapping[str, Param]) -> dict[str, Any]:
-    """Every declared parameter, typed; `BadParameter` names the first that does not fit."""
+    """Every declared parameter, typed; `InvalidParameter` names the first that does not fit."""
     values: dict[str, Any] = {}
     for name, param in params.items():
         in_path = name in request.match_info
@@ -199,11 +189,11 @@ def parse_args(request: web.Request, params: Mapping[str, Param]) -> dict[str, A
         except ValueError as exc:
             if param.missing_is_404:
                 raise web.HTTPNotFound() from None
-            raise BadParameter(name, str(exc)) from None
+            raise InvalidParameter(name, str(exc)) from None
     return values
 
 
-def bad_parameter(exc: BadParameter) -> web.Response:
+def bad_parameter(exc: InvalidParameter) -> web.Response:
     body = {"error": "invalid_parameter", "parameter": exc.parameter, "detail": exc.detail}
     return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
 
@@ -214,7 +204,7 @@ def route(path: str, handler: RouteHandler, **params: Param) -> web.RouteDef:
     async def parsed(request: web.Request) -> web.StreamResponse:
         try:
             args = parse_args(request, params)
-        except BadParameter as exc:
+        except InvalidParameter as exc:
             return bad_parameter(exc)
         return await handler(request, args)
 

@@ -24,6 +24,7 @@ from dahell.http_guard import QuerySlots
 from dahell.http_params import (
     BIGINT_MAX,
     Args,
+    bad_parameter,
     choice,
     identifier,
     integer,
@@ -68,11 +69,6 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _invalid(exc: InvalidParameter) -> web.Response:
-    body = {"error": "invalid_parameter", "parameter": exc.parameter, "detail": exc.detail}
-    return _json(body, 400)
-
-
 class ResearchApi:
     def __init__(self, pool: PoolGetter, app_url: Callable[[], str], slots: QuerySlots) -> None:
         self.pool = pool
@@ -84,7 +80,7 @@ class ResearchApi:
         try:
             filters = ResearchFilters(**given)
         except InvalidParameter as exc:
-            return _invalid(exc)
+            return bad_parameter(exc)
         async with self.slots:
             page = await research_rows(self.pool(), filters)
         return _json(page.to_json())

@@ -23,13 +23,12 @@ from typing import Any
 import asyncpg
 
 from dahell.embedding_backlog import pending_count
+from dahell.errors import InvalidParameter
 from dahell.research import sales as sales_mod
 from dahell.research.filters import (
     MAX_LIMIT,
     SORTS,
-    InvalidParameter,
     ResearchFilters,
-    parse_filters,
     parse_time,
 )
 from dahell.research.items import iso, items_for
@@ -43,7 +42,6 @@ __all__ = [
     "ResearchFilters",
     "ResearchPage",
     "items_for",
-    "parse_filters",
     "parse_time",
     "pending_embeddings",
     "product_detail",
