@@ -29,12 +29,11 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
 from dahell import __version__, similar
 from dahell.http_guard import PAGE_QUERY_SLOTS, ConnectionGuard, QuerySlots
-from dahell.http_params import Args, identifier, integer, route, static_name, text
+from dahell.http_params import Args, identifier, integer, json_response, route, static_name, text
 from dahell.http_safety import ErrorMiddleware, SecurityHeaders, ServerLog, public_reasons
 from dahell.metrics import CONTENT_TYPE
 from dahell.research import api as research_api
@@ -54,14 +53,6 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,100}(\.[A-Za-z0-9]{1,10})+")
 SUPERVISOR_KEY = web.AppKey("supervisor", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=str),
-        status=status,
-        content_type="application/json",
-    )
 
 
 class StatusServer:

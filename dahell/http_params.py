@@ -41,6 +41,7 @@ __all__ = [
     "choice",
     "identifier",
     "integer",
+    "json_response",
     "number",
     "params_of",
     "route",
@@ -193,9 +194,18 @@ def parse_args(request: web.Request, params: Mapping[str, Param]) -> dict[str, A
     return values
 
 
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer; times, decimals and other non-JSON values as their text."""
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=str),
+        status=status,
+        content_type="application/json",
+    )
+
+
 def bad_parameter(exc: InvalidParameter) -> web.Response:
     body = {"error": "invalid_parameter", "parameter": exc.parameter, "detail": exc.detail}
-    return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
+    return json_response(body, 400)
 
 
 def route(path: str, handler: RouteHandler, **params: Param) -> web.RouteDef:

@@ -27,7 +27,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -35,6 +34,7 @@ from yarl import URL
 
 from dahell import db
 from dahell.http_guard import ThrottledEvent
+from dahell.http_params import json_response
 
 __all__ = [
     "CSP",
@@ -110,7 +110,7 @@ class ErrorMiddleware:
         except Exception as exc:
             if db.is_unavailable(exc):
                 self.db_unavailable.add(path=request.path[:200], error=type(exc).__name__)
-                return _json({"error": "database_unavailable"}, 503)
+                return json_response({"error": "database_unavailable"}, 503)
             self._log.error(
                 "http_request_failed",
                 method=request.method,
@@ -118,7 +118,7 @@ class ErrorMiddleware:
                 error=type(exc).__name__,
                 exc_info=exc,
             )
-            return _json({"error": "internal_error"}, 500)
+            return json_response({"error": "internal_error"}, 500)
 
 
 class ServerLog(logging.Logger):
@@ -154,7 +154,3 @@ def _public(reason: str) -> str:
     else:  # failed: more restarts than supervisor.max_restarts within its window
         code = "too_many_restarts"
     return f"stage {match['stage']} is {what}: {code}"
-
-
-def _json(data: object, status: int) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -14,10 +14,8 @@ heaviest read the server does, and the pool is the stages' first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
-import orjson
 from aiohttp import web
 
 from dahell.http_guard import QuerySlots
@@ -28,6 +26,7 @@ from dahell.http_params import (
     choice,
     identifier,
     integer,
+    json_response,
     number,
     route,
     text,
@@ -63,12 +62,6 @@ RESEARCH_PARAMS = {
 PRODUCT_PARAMS = {"product_id": identifier(), "at": timestamp()}
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data, default=str), status=status, content_type="application/json"
-    )
-
-
 class ResearchApi:
     def __init__(self, pool: PoolGetter, app_url: Callable[[], str], slots: QuerySlots) -> None:
         self.pool = pool
@@ -83,7 +76,7 @@ class ResearchApi:
             return bad_parameter(exc)
         async with self.slots:
             page = await research_rows(self.pool(), filters)
-        return _json(page.to_json())
+        return json_response(page.to_json())
 
     async def product(self, request: web.Request, args: Args) -> web.Response:
         async with self.slots:
@@ -91,8 +84,8 @@ class ResearchApi:
                 self.pool(), args["product_id"], args["at"], app_url=self.app_url()
             )
         if detail is None:
-            return _json({"error": "not_found"}, 404)
-        return _json(detail)
+            return json_response({"error": "not_found"}, 404)
+        return json_response(detail)
 
 
 def add_routes(
