@@ -41,19 +41,30 @@ SELECT count(image_sha256) - count(DISTINCT image_sha256) FROM embedding_jobs WH
 
 
 async def gather_counts(pool: asyncpg.Pool) -> dict[str, Any]:
-    """Every count `status` shows, as one JSON-able dict (also used by the HTTP server)."""
-    row = await pool.fetchrow(COUNTS_SQL)
-    rejects = await pool.fetch(
-        "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY n DESC, reason"
-    )
-    totals = await pool.fetch("SELECT outcome, lines, products FROM load_totals ORDER BY outcome")
-    jobs = await pool.fetch(
-        "SELECT state, coalesce(reason, '') AS reason, count(*) AS n FROM embedding_jobs"
-        " GROUP BY state, reason"
-    )
+    """Every count `status` shows, as one JSON-able dict (also used by the HTTP server).
+
+    Read in one snapshot (a read-only REPEATABLE READ transaction): a loader batch commits its
+    products and its line totals together, and separate snapshots could show every line loaded
+    with the products of the last batch still missing.
+    """
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        row = await conn.fetchrow(COUNTS_SQL)
+        rejects = await conn.fetch(
+            "SELECT reason, count(*) AS n FROM rejects GROUP BY reason ORDER BY n DESC, reason"
+        )
+        totals = await conn.fetch(
+            "SELECT outcome, lines, products FROM load_totals ORDER BY outcome"
+        )
+        jobs = await conn.fetch(
+            "SELECT state, coalesce(reason, '') AS reason, count(*) AS n FROM embedding_jobs"
+            " GROUP BY state, reason"
+        )
+        retrying_by_reason = await retry_counts(conn)
+        identical = await conn.fetchval(IDENTICAL_PHOTOS_SQL)
     pending = sum(r["n"] for r in jobs if r["state"] in ("pending", "claimed"))
-    retrying_by_reason = await retry_counts(pool)
-    identical = await pool.fetchval(IDENTICAL_PHOTOS_SQL)
     failed_by_reason = {r["reason"] or "unknown": r["n"] for r in jobs if r["state"] == "failed"}
     # physical lines by line outcome (loaded, rejected); products by product outcome
     lines_by_outcome = {r["outcome"]: r["lines"] for r in totals if r["lines"]}
