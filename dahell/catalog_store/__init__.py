@@ -17,7 +17,8 @@ are cast by PostgreSQL: asyncpg's binary `numeric` encoder costs ~2 µs a value,
 of the loader's own CPU time before this.
 
 Modules: `sql` (the statements), `state` (units in, the rows a batch starts from, read in one
-round trip), `plan` (the replay in line order, pure), `write` (the writes).
+round trip, or kept from the loader's previous batch: `StateCache`), `plan` (the replay in line
+order, pure), `write` (the writes).
 """
 
 from __future__ import annotations
@@ -28,19 +29,33 @@ import asyncpg
 
 from dahell.catalog_store.plan import _plan
 from dahell.catalog_store.sql import _CLEAR_STAGING, OUTCOMES, STAGING
-from dahell.catalog_store.state import BatchOutcome, Unit, _read_state
+from dahell.catalog_store.state import BatchOutcome, StateCache, Unit, _read_state
 from dahell.catalog_store.write import _write
 
-__all__ = ["OUTCOMES", "STAGING", "BatchOutcome", "Unit", "apply_batch", "count_outcomes"]
+__all__ = [
+    "OUTCOMES",
+    "STAGING",
+    "BatchOutcome",
+    "StateCache",
+    "Unit",
+    "apply_batch",
+    "count_outcomes",
+]
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, units: list[Unit], *, clear_staging: bool = True
+    conn: asyncpg.Connection,
+    units: list[Unit],
+    *,
+    clear_staging: bool = True,
+    cache: StateCache | None = None,
 ) -> BatchOutcome:
     """Apply `units` inside the caller's transaction; return each unit's outcome.
 
     `clear_staging=False` only where the staging tables are known to be empty (the first
-    application in a transaction: ON COMMIT DELETE ROWS emptied them).
+    application in a transaction: ON COMMIT DELETE ROWS emptied them). `cache`: rows kept from
+    the caller's previous batches, valid now (`StateCache.begin`); they are brought to what
+    this batch writes, so the caller must discard them if it does not commit it.
     """
     if not units:
         return BatchOutcome([])
@@ -49,7 +64,7 @@ async def apply_batch(
     # part before it (they would be written again, over newer values).
     if clear_staging:
         await conn.execute(_CLEAR_STAGING)
-    before = await _read_state(conn, units)
+    before = await _read_state(conn, units, cache)
     plan = _plan(units, before.known, before.stock, before.prices)
     pending = await _write(conn, plan, before)
     return BatchOutcome(

@@ -53,6 +53,7 @@ class _WarehouseRow:
     last_seen: datetime
 
 
+BatchNumber = tuple[datetime, int]
 PriceKey = tuple[int, int]
 StockKey = tuple[int, int, int]
 Prices = tuple[Decimal | None, Decimal | None]
@@ -70,16 +71,73 @@ class _State:
     warehouses: dict[int, _WarehouseRow] = field(default_factory=dict)
 
 
-async def _read_state(conn: asyncpg.Connection, units: list[Unit]) -> _State:
-    """One round trip for every row the plan and the writes start from (`_READ_STATE`)."""
-    ids = sorted({u.record.product_id for u in units})
-    warehouse_ids = sorted(
-        {wh.warehouse_id for u in units if isinstance(u.record, ProductRecord)
-         for wh in u.record.warehouses}
-    )  # fmt: skip
-    state = _State()
-    for r in await conn.fetch(_READ_STATE, ids, warehouse_ids):
-        _READERS[r[0]](state, r)
+class StateCache:
+    """The rows of the products and warehouses a loader's recent batches read or wrote, kept
+    for its next batch, which then reads only the ones it has not met (a backfill meets each
+    product about 14 times).
+
+    The plan and the writes bring these rows to what the batch committed (they change them in
+    place), so they stay true while only this loader writes: each batch takes the next number
+    of the `loader_batches` sequence under the loaders' lock (any other write to these tables
+    takes one too, sql/007_loader_batches.sql), and the rows are kept only when it follows the
+    number of this loader's previous committed batch, on the same server run (`begin`).
+    Anything else (another writer in between, a server restart, a batch that failed or was
+    split to isolate a refused row) empties the cache. At most `max_products` products are
+    kept (then it starts again empty).
+    """
+
+    def __init__(self, max_products: int) -> None:
+        self.max_products = max_products
+        self.state = _State()
+        self.products: set[int] = set()
+        self.warehouses: set[int] = set()
+        self._committed: BatchNumber | None = None  # the last batch it is true after
+        self._open: BatchNumber | None = None  # the batch now changing it
+
+    def begin(self, batch_number: BatchNumber) -> bool:
+        """A batch took `batch_number` (the server's start time, the sequence's number) under
+        the lock: keep the rows if they are still true."""
+        previous = self._committed
+        kept = (
+            previous is not None
+            and batch_number == (previous[0], previous[1] + 1)
+            and len(self.products) <= self.max_products
+        )
+        if not kept:
+            self.discard()
+        self._committed, self._open = None, batch_number
+        return kept
+
+    def committed(self, batch_number: BatchNumber) -> None:
+        """The batch that began with `batch_number` committed, and the rows are its result."""
+        if self._open == batch_number:
+            self._committed, self._open = batch_number, None
+
+    def discard(self) -> None:
+        self.state = _State()
+        self.products, self.warehouses = set(), set()
+        self._committed = self._open = None
+
+
+async def _read_state(
+    conn: asyncpg.Connection, units: list[Unit], cache: StateCache | None = None
+) -> _State:
+    """One round trip for every row the plan and the writes start from (`_READ_STATE`); with a
+    cache, only for the products and warehouses it does not hold, added to it."""
+    ids = {u.record.product_id for u in units}
+    warehouse_ids = {
+        wh.warehouse_id for u in units if isinstance(u.record, ProductRecord)
+        for wh in u.record.warehouses
+    }  # fmt: skip
+    state = _State() if cache is None else cache.state
+    if cache is not None:
+        ids -= cache.products
+        warehouse_ids -= cache.warehouses
+        cache.products |= ids
+        cache.warehouses |= warehouse_ids
+    if ids or warehouse_ids:
+        for r in await conn.fetch(_READ_STATE, sorted(ids), sorted(warehouse_ids)):
+            _READERS[r[0]](state, r)
     return state
 
 

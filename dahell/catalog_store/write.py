@@ -164,8 +164,9 @@ async def _write_categories(
     linked: dict[int, set[str]],
 ) -> None:
     """Every name any record gave is a category; each product links to its last record's.
-    `linked`: each product's category names as the batch found them; only products whose
-    names differ have their links rewritten (most repeats change stock, not categories)."""
+    `linked`: each product's category names as the batch found them (left as it wrote them);
+    only products whose names differ have their links rewritten (most repeats change stock,
+    not categories)."""
     names = list(dict.fromkeys(name for r, _ in accepted for name in r.categories))
     ids: dict[str, int] = {}
     if names:
@@ -182,6 +183,8 @@ async def _write_categories(
         )
     links = {(r.product_id, ids[name]) for r in changed for name in r.categories}
     await _copy(conn, "product_categories", sorted(links), ("product_id", "category_id"))
+    for r in changed:
+        linked[r.product_id] = set(r.categories)
 
 
 async def _write_variations(

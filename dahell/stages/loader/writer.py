@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from dahell import dropi
-from dahell.catalog_store import STAGING, Unit, apply_batch
+from dahell.catalog_store import STAGING, StateCache, Unit, apply_batch
 from dahell.config import Config
 from dahell.sources import fingerprint
 from dahell.stages.loader.chunks import _Chunk, _Item, _parse_one, _Source
@@ -20,14 +20,23 @@ from dahell.stages.loader.stats import FileReport, LoadStats, _count_lines, _tot
 # Serialises loaders across processes: history rows depend on the state before each batch.
 LOADER_LOCK_KEY = 0x6461_6865_6C6C_01
 DATA_ERROR_CLASSES = ("21", "22", "23", "54")
+#: Products whose rows a loader keeps between its batches (`catalog_store.StateCache`), at most:
+#: a backfill's whole catalog (tens of thousands), about 1.5 KB each.
+STATE_CACHE_MAX_PRODUCTS = 100_000
 
 # Asynchronous commit: a power cut can lose the last few batches, rows and checkpoint together,
 # and the next start loads them again from the journal. One round trip with the lock and the
 # session's staging tables.
 _PROLOGUE = (
-    "SET LOCAL synchronous_commit = off;"
+    "SET LOCAL synchronous_commit = off; SET LOCAL dahell.loader_batch = 'on';"
     f" SELECT pg_advisory_xact_lock({LOADER_LOCK_KEY});"
     f" {STAGING}"
+)
+# Where the file's committed lines end (locked), and this batch's number (007_loader_batches):
+# the server's start time with it, as a crash can lose the last commits and numbers alike.
+_BEGIN_BATCH = (
+    "SELECT (SELECT byte_offset FROM load_checkpoints WHERE source = $1 FOR UPDATE),"
+    " pg_postmaster_start_time(), nextval('loader_batches')"
 )
 _SAVE_CHECKPOINT = """
 WITH totals AS (
@@ -72,6 +81,7 @@ class BatchWriter:
         self.config_getter = config_getter
         self.log = log
         self.on_batch = on_batch
+        self._state_cache = StateCache(STATE_CACHE_MAX_PRODUCTS)
 
     @property
     def config(self) -> Config:
@@ -82,16 +92,17 @@ class BatchWriter:
         stats = LoadStats()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(_PROLOGUE)
-            committed = await conn.fetchval(
-                "SELECT byte_offset FROM load_checkpoints WHERE source = $1 FOR UPDATE", source.key
-            )
+            committed, server_start, number = await conn.fetchrow(_BEGIN_BATCH, source.key)
+            batch_number = (server_start, number)
             if (committed or 0) != chunk.start:
                 raise SourceBusy(
                     f"{source.path}: checkpoint at {committed}, expected {chunk.start}"
                 )
+            self._state_cache.begin(batch_number)
             rejects = await self._write_items(conn, source, chunk.items, stats)
             await self._write_rejects(conn, source.key, rejects)
             await self._save_checkpoint(conn, source, chunk, stats)
+        self._state_cache.committed(batch_number)
         source.offset, source.line_no = chunk.end, chunk.end_line_no
         report.end_offset = chunk.end
         report.stats.add(stats)
@@ -119,7 +130,9 @@ class BatchWriter:
     ) -> list[tuple[_Item, str, str]]:
         """Apply the records, isolating rows the database refuses; return the rejects."""
         records = [(i, i.outcome) for i in items if not isinstance(i.outcome, dropi.Rejection)]
-        loaded, refused = await self._apply_isolating(conn, source, records, stats)
+        loaded, refused = await self._apply_isolating(
+            conn, source, records, stats, self._state_cache
+        )
         rejects = [
             (i, i.outcome.reason, i.outcome.detail)
             for i in items
@@ -140,9 +153,12 @@ class BatchWriter:
         source: _Source,
         records: list[tuple[_Item, dropi.ProductRecord | dropi.Seen]],
         stats: LoadStats,
+        cache: StateCache | None = None,
         first: bool = True,
     ) -> tuple[list[tuple[_Item, str]], list[tuple[_Item, str, str]]]:
         """Each record's outcome, and the records the database refused (with their reason).
+        `cache`: the loader's rows kept from its earlier batches, for the first application;
+        a refusal discards them (the parts then read what they start from).
         `first`: the transaction's first application (its staging tables are still empty)."""
         if not records:
             return [], []
@@ -157,8 +173,10 @@ class BatchWriter:
         ]
         try:
             async with conn.transaction():
-                result = await apply_batch(conn, units, clear_staging=not first)
+                result = await apply_batch(conn, units, clear_staging=not first, cache=cache)
         except (asyncpg.PostgresError, asyncpg.exceptions.DataError) as exc:
+            if cache is not None:
+                cache.discard()
             sqlstate = getattr(exc, "sqlstate", None) or "22000"
             if not sqlstate.startswith(DATA_ERROR_CLASSES) and isinstance(
                 exc, asyncpg.PostgresError
