@@ -150,3 +150,59 @@ async def test_a_batch_split_around_a_refused_row_leaves_nothing_kept(
     assert (report.stats.inserted, report.stats.unchanged) == (1, 1)
     assert await stock_log(pool, 1) == [10]
     assert await pool.fetchval("SELECT count(*) FROM price_history WHERE product_id = 1") == 1
+
+
+# --- between the batches of one file ---------------------------------------------------
+
+
+async def test_another_loader_between_two_batches_of_a_file_makes_it_read_again(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another loader writes stock 7 between the file's two batches: trusting its rows (stock
+    5), the loader would take its own stock 7 for a change and log it a second time."""
+    other_file = write(tmp_path / "other.jsonl", [line(1, 2, stock=7)])
+    commit = Loader._commit
+    commits = 0
+
+    async def other_loader_before_the_second(self: Loader, *args: Any, **kw: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            await new_loader(pool, config).load_path(other_file)
+        await commit(self, *args, **kw)
+
+    monkeypatch.setattr(Loader, "_commit", other_loader_before_the_second)
+    lines = [line(1, 1, stock=5), line(2, 1), line(1, 3, stock=7), line(2, 3)]
+    report = await load(new_loader(pool, config), tmp_path / "a.jsonl", lines)
+    assert (report.stats.inserted, report.stats.updated, report.stats.unchanged) == (2, 0, 2)
+    assert await stock_log(pool, 1) == [5, 7]
+
+
+async def test_a_split_batch_leaves_the_next_one_of_the_file_to_read_again(
+    pool: asyncpg.Pool, config: Config, tmp_path: Path
+) -> None:
+    """Kept after the split, the refused record's stock 10 would hide the history row of the
+    valid record's stock 10 in the file's next batch."""
+    refused = line(1, 1, price=10**12, suggested_price=None)  # numeric(14,2) overflow
+    lines = [refused, line(2, 1), line(1, 2), line(2, 2), line(1, 3), line(2, 3)]
+    report = await load(new_loader(pool, config), tmp_path / "a.jsonl", lines)
+    assert dict(report.stats.rejected_by_reason) == {"db_error:22003": 1}
+    assert (report.stats.inserted, report.stats.unchanged) == (2, 3)
+    assert await stock_log(pool, 1) == [10]
+    assert await pool.fetchval("SELECT count(*) FROM price_history WHERE product_id = 1") == 1
+
+
+async def test_every_batch_size_gives_the_tables_of_one_batch_with_rows_kept(
+    pool: asyncpg.Pool, make_config: Any, pg_dsn: str, tmp_path: Path
+) -> None:
+    """Many products in several batches each, repeats across batches: planned against the rows
+    kept from the batch before, the tables equal those of a load in one batch."""
+    lines = catalog_lines(120, repeat_share=0.6, seed=9)
+    snapshots = []
+    for size in ("1000", "1", "3", "16"):
+        config = make_config(pg_dsn, LOADER__BATCH_SIZE=size)
+        await truncate(pool)
+        report = await load(new_loader(pool, config), tmp_path / f"b{size}.jsonl", lines)
+        assert report.stats.lines == len(lines)
+        snapshots.append(await snapshot(pool, tuple(t for t in TABLES if t != "load_checkpoints")))
+    assert all(s == snapshots[0] for s in snapshots[1:])
