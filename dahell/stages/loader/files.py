@@ -11,7 +11,7 @@ import gzip
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import asyncpg
 
@@ -61,6 +61,7 @@ def relax_gc() -> None:
 
 
 ProgressCallback = Callable[[int], None]
+_T = TypeVar("_T")
 
 
 class Loader(BatchWriter):
@@ -135,9 +136,9 @@ class Loader(BatchWriter):
             return
         try:
             await self._load_open_file(source, fh, report, progress)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            _raise_if_out_of_files(exc)
-            report.status, report.message = "error", f"cannot read {path}: {exc}"
+        except _ReadFailed as failed:
+            _raise_if_out_of_files(failed.error)
+            report.status, report.message = "error", f"cannot read {path}: {failed.error}"
         finally:
             await asyncio.to_thread(fh.close)
 
@@ -145,7 +146,7 @@ class Loader(BatchWriter):
         self, source: _Source, fh: IO[bytes], report: FileReport, progress: ProgressCallback | None
     ) -> None:
         if source.offset == 0:
-            document = await asyncio.to_thread(self._parse_if_document, fh)
+            document = await _read(self._parse_if_document, fh)
             if document is not None:
                 await self._commit(source, document, report)
                 if progress:
@@ -155,14 +156,14 @@ class Loader(BatchWriter):
         lines = read_lines(
             fh, source.offset, source.line_no, max_line_bytes=self.config.loader.max_line_bytes
         )
-        remaining = await asyncio.to_thread(remaining_bytes, fh, source.offset)
+        remaining = await _read(remaining_bytes, fh, source.offset)
         reader = _ChunkReader(lines, source, self.config, self._parse_pool_for(remaining), self.log)
-        next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
+        next_chunk = asyncio.ensure_future(_read(reader.next_chunk))
         while True:
             chunk = await next_chunk
             if chunk is None:
                 break
-            next_chunk = asyncio.ensure_future(asyncio.to_thread(reader.next_chunk))
+            next_chunk = asyncio.ensure_future(_read(reader.next_chunk))
             try:
                 await self._commit(source, chunk, report)
             except BaseException:
@@ -295,6 +296,24 @@ def _checkpoint(row: asyncpg.Record) -> Checkpoint:
         row["file_size"],
         row["file_mtime_ns"],
     )
+
+
+class _ReadFailed(Exception):
+    """Reading the open file failed: `error` is the file's own error."""
+
+    def __init__(self, error: OSError | EOFError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _read(read: Callable[..., _T], *args: Any) -> _T:
+    """A read of the open file, in a thread. Its errors become `_ReadFailed`: a database error
+    met while writing can be an `OSError` too (a statement timeout, a reset connection), and
+    is raised as it is, never reported as the file being unreadable."""
+    try:
+        return await asyncio.to_thread(read, *args)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise _ReadFailed(exc) from exc
 
 
 def _raise_if_out_of_files(exc: BaseException) -> None:
